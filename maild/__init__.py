@@ -1,0 +1,3 @@
+"""maild: email-driven IT-support ticketing for Italian municipalities."""
+
+__version__ = "0.1.0"

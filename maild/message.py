@@ -1,0 +1,61 @@
+"""The parsed form of one inbound e-mail, as every stage after parsing sees it.
+
+`maild.parse.parse_message(raw)` builds it; classifiers and handlers only read it.
+"""
+
+from __future__ import annotations
+
+import email.message
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(slots=True)
+class Address:
+    name: str  # decoded display name, "" when absent
+    email: str  # bare address, lower-cased
+
+
+@dataclass(slots=True)
+class Attachment:
+    filename: str  # safe file name (no path separators), never empty
+    content_type: str  # e.g. "application/pdf"
+    data: bytes  # decoded content
+    content_id: str | None = None  # without angle brackets, for cid: links
+    inline: bool = False  # Content-Disposition inline with a Content-ID (embedded image)
+
+
+@dataclass(slots=True)
+class ParsedMessage:
+    raw: bytes  # the message exactly as received
+    message_id: str | None  # "<id@host>" with angle brackets, None when missing
+    in_reply_to: list[str]  # message ids with angle brackets
+    references: list[str]  # message ids with angle brackets, oldest first
+    sender: Address  # From (first address)
+    to: list[Address]
+    cc: list[Address]
+    reply_to: list[Address]
+    subject: str  # RFC 2047 decoded, unfolded, stripped; "" when missing
+    date: datetime | None  # timezone-aware, None when missing or unparsable
+    text: str  # the text/plain body, else text converted from the HTML body
+    html: str | None  # sanitised HTML body (nh3) when the message has one
+    body_content_type: str  # "text/plain" or "text/html": which body `text` comes from
+    attachments: list[Attachment] = field(default_factory=list)
+    # stdlib view of the message (compat32 policy) for header lookups by classifiers
+    email: email.message.Message | None = None
+
+    def header(self, name: str, default: str = "") -> str:
+        """A decoded header value ("" when absent)."""
+        if self.email is None:
+            return default
+        from maild.parse import decode_header_value
+
+        value = self.email.get(name)
+        return default if value is None else decode_header_value(value)
+
+    def header_all(self, name: str) -> list[str]:
+        if self.email is None:
+            return []
+        from maild.parse import decode_header_value
+
+        return [decode_header_value(v) for v in self.email.get_all(name, [])]
