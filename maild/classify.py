@@ -1,0 +1,117 @@
+"""Classification: which kind of mail is this? A chain of small rules, first match wins.
+
+Each rule looks at the parsed message (and may look tickets up) and returns a Decision or
+None. The order is the order of trust: our own mail first (loops), then machines (bounces,
+auto-replies, backup software), then people (operators, follow-ups, new requests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from maild import autodetect, subject
+from maild.models import Ticket
+from maild.tickets import ticket_by_number, ticket_by_references
+
+if TYPE_CHECKING:
+    from maild.ingest import Context
+    from maild.message import ParsedMessage
+
+
+class Route(StrEnum):
+    LOOP = "loop"
+    BOUNCE = "bounce"
+    AUTO_REPLY = "auto_reply"
+    FOLLOW_UP = "follow_up"
+    NEW = "new"
+
+
+@dataclass
+class Decision:
+    route: str
+    ticket: Ticket | None = None
+    reason: str = ""
+    bulk: bool = False  # automatic but not a reply: a ticket, never an acknowledgement
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+Rule = Callable[["Context", "ParsedMessage"], Decision | None]
+
+
+def find_ticket(ctx: Context, msg: ParsedMessage) -> Ticket | None:
+    """By In-Reply-To/References to a Message-ID maild knows, else by the subject tag."""
+    ticket = ticket_by_references(ctx.session, msg)
+    if ticket is None:
+        number = subject.find_ticket_tag(msg.subject, ctx.cfg.service.tag_word)
+        if number is not None:
+            ticket = ticket_by_number(ctx.session, number)
+    return ticket
+
+
+def rule_loop(ctx: Context, msg: ParsedMessage) -> Decision | None:
+    own = ctx.cfg.service.own_addresses
+    if msg.sender.email in own:
+        return Decision(Route.LOOP, reason=f"sent by our own address {msg.sender.email}")
+    for value in msg.header_all("X-Loop"):
+        if value.strip().lower() in own:
+            return Decision(Route.LOOP, reason="X-Loop names us")
+    return None
+
+
+def rule_automatic(ctx: Context, msg: ParsedMessage) -> Decision | None:
+    if msg.email is None:
+        return None
+    kind = autodetect.classify_auto(msg.email, msg.subject)
+    if kind is None:
+        return None
+    if kind == autodetect.AutoKind.BOUNCE:
+        info = autodetect.bounce_info(msg.email)
+        ticket = None
+        if info is not None and info.original_message_id:
+            ticket = ticket_by_references(
+                ctx.session,
+                _refs_only(msg, [info.original_message_id]),
+            )
+        if ticket is None:
+            ticket = find_ticket(ctx, msg)
+        return Decision(Route.BOUNCE, ticket=ticket, reason="bounce", info={"bounce": info})
+    if kind == autodetect.AutoKind.AUTO_REPLY:
+        return Decision(Route.AUTO_REPLY, ticket=find_ticket(ctx, msg), reason="auto-reply")
+    # bulk or machine-generated but not a reply to us: still a request, never acknowledged
+    ticket = find_ticket(ctx, msg)
+    route = Route.FOLLOW_UP if ticket is not None else Route.NEW
+    return Decision(route, ticket=ticket, reason=f"automatic ({kind})", bulk=True)
+
+
+def rule_follow_up(ctx: Context, msg: ParsedMessage) -> Decision | None:
+    ticket = find_ticket(ctx, msg)
+    if ticket is not None:
+        return Decision(Route.FOLLOW_UP, ticket=ticket)
+    return None
+
+
+def rule_new(ctx: Context, msg: ParsedMessage) -> Decision | None:
+    return Decision(Route.NEW)
+
+
+def _refs_only(msg: ParsedMessage, ids: list[str]) -> ParsedMessage:
+    from copy import copy
+
+    clone = copy(msg)
+    clone.in_reply_to = ids
+    clone.references = []
+    return clone
+
+
+DEFAULT_RULES: list[Rule] = [rule_loop, rule_automatic, rule_follow_up, rule_new]
+
+
+def classify(ctx: Context, msg: ParsedMessage, rules: list[Rule] | None = None) -> Decision:
+    for rule in rules or DEFAULT_RULES:
+        decision = rule(ctx, msg)
+        if decision is not None:
+            return decision
+    return Decision(Route.NEW)

@@ -1,0 +1,147 @@
+"""The daemon: one task per mailbox, one outbox sender, signals and systemd.
+
+SIGTERM/SIGINT: stop taking messages, let the one in hand finish, exit within 10 s.
+SIGHUP: re-read the configuration; if it is valid, restart the tasks with it, else keep
+running on the old one and log why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from maild import systemd
+from maild.clock import Clock, SystemClock
+from maild.config import Config, ConfigError, load_config
+from maild.db import Database
+from maild.ingest import InboundItem, Ingestor, IngestResult, Runtime
+from maild.log import get_logger
+from maild.outbox import OutboxSender, make_transport
+from maild.sources.imap import ImapSource
+from maild.sources.maildir import MaildirSource
+
+log = get_logger("maild.daemon")
+STOP_GRACE = 9.0  # seconds: systemd's default TimeoutStopSec is 90, the contract says 10
+
+
+def prepare_database(cfg: Config) -> Database:
+    db = Database(cfg.database_url)
+    db.upgrade()  # no-op when at head; creates the schema of an empty database
+    return db
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        clock: Clock | None = None,
+        config_path: Path | None = None,
+        loader: Callable[[Path | None], Config] = load_config,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.config_path = config_path or cfg.source
+        self.loader = loader
+        self.stopping = asyncio.Event()
+        self.reload = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.sources: list[ImapSource | MaildirSource] = []
+        self.sender: OutboxSender | None = None
+        self.runtime: Runtime | None = None
+
+    def build(self, cfg: Config) -> list[Callable[[asyncio.Event], object]]:
+        db = (
+            self.runtime.db
+            if self.runtime and self.runtime.cfg.database_url == cfg.database_url
+            else None
+        )
+        if db is None:
+            db = prepare_database(cfg)
+        rt = Runtime.create(cfg, db=db, clock=self.clock)
+        self.runtime = rt
+        ingestor = Ingestor(rt)
+        sender = OutboxSender(rt.db, make_transport(cfg.smtp), self.clock, cfg.smtp)
+        if rt.db.engine.dialect.name == "sqlite":
+            sender.release_leases()  # SQLite means a single instance: old leases are ours
+        self.sender = sender
+
+        async def ingest(item: InboundItem) -> IngestResult:
+            result = await asyncio.to_thread(ingestor.ingest, item)
+            sender.wakeup.set()
+            return result
+
+        self.sources = [
+            ImapSource(m, ingest) if m.type == "imap" else MaildirSource(m, ingest)
+            for m in cfg.mailbox
+        ]
+        return [s.run for s in self.sources] + [sender.run]
+
+    async def _generation(self, cfg: Config) -> None:
+        runners = self.build(cfg)
+        stop_gen = asyncio.Event()
+        tasks = [asyncio.create_task(r(stop_gen)) for r in runners]
+        self.ready.set()
+        systemd.notify(f"READY=1\nSTATUS=watching {len(self.sources)} mailbox(es)")
+        waits = [
+            asyncio.ensure_future(self.stopping.wait()),
+            asyncio.ensure_future(self.reload.wait()),
+        ]
+        await asyncio.wait([*waits, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        stop_gen.set()
+        done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for t in pending:
+            t.cancel()
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("task_failed", error=repr(t.exception()))
+
+    async def _watchdog(self) -> None:
+        interval = systemd.watchdog_interval()
+        if interval is None:
+            return
+        while not self.stopping.is_set():
+            systemd.notify("WATCHDOG=1")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), interval)
+            except TimeoutError:
+                pass
+
+    def _on_reload(self) -> None:
+        try:
+            new = self.loader(self.config_path)
+        except ConfigError as e:
+            log.error("reload_rejected", error=str(e))
+            return
+        log.info("reloading_configuration", path=str(self.config_path))
+        self.cfg = new
+        self.reload.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        watchdog = asyncio.create_task(self._watchdog())
+        log.info("maild_starting", mailboxes=[m.name for m in self.cfg.mailbox])
+        try:
+            while not self.stopping.is_set():
+                self.reload.clear()
+                systemd.notify("RELOADING=1") if self.ready.is_set() else None
+                await self._generation(self.cfg)
+        finally:
+            systemd.notify("STOPPING=1")
+            watchdog.cancel()
+            if self.runtime is not None:
+                self.runtime.db.dispose()
+            log.info("maild_stopped")
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("maild_stopping")
+            systemd.notify("STOPPING=1")
+        self.stopping.set()

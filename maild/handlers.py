@@ -1,0 +1,198 @@
+"""Handlers: what maild does for each route of the classifier, inside the message's
+transaction. Each returns (outcome, ticket)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from maild import quoting, subject
+from maild.classify import Decision, Route
+from maild.ingest import Context, ack_allowed
+from maild.message import ParsedMessage
+from maild.models import Ticket
+from maild.notify import Outgoing
+from maild.tickets import add_inbound_article, create_ticket, record_event
+
+Handler = Callable[[Context, ParsedMessage, Decision], tuple[str, Ticket | None]]
+
+
+def take_charge_hours(ctx: Context, priority: str) -> float:
+    return ctx.cfg.sla.take_charge_hours[priority]
+
+
+def _sender_label(msg: ParsedMessage) -> str:
+    return f"{msg.sender.name} <{msg.sender.email}>" if msg.sender.name else msg.sender.email
+
+
+def handle_new(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[str, Ticket]:
+    cfg = ctx.cfg
+    ente = cfg.ente_for(msg.sender.email)
+    if ente is None and cfg.service.unknown_senders == "reject" and not decision.bulk:
+        subj, text, html = ctx.rt.notifier.render("unknown_sender", subject=msg.subject)
+        if ack_allowed(ctx, msg.sender.email):
+            ctx.enqueue(
+                Outgoing(
+                    kind="ack",
+                    to=[msg.sender.email],
+                    subject=subj,
+                    text=text,
+                    html=html,
+                    in_reply_to=msg.message_id,
+                    references=[msg.message_id] if msg.message_id else [],
+                    auto_submitted="auto-replied",
+                    rate_key=msg.sender.email,
+                )
+            )
+        return "rejected_unknown_sender", None
+
+    priority = cfg.service.default_priority
+    local_year = ctx.now.astimezone(cfg.service.tz).year
+    ticket = create_ticket(
+        ctx.session,
+        number_format=cfg.service.number_format,
+        now=ctx.now,
+        local_year=local_year,
+        title=subject.title_of(msg.subject),
+        requester_email=msg.sender.email,
+        requester_name=msg.sender.name,
+        ente=ente.name if ente else None,
+        priority=priority,
+        origin_message_id=msg.message_id,
+    )
+    add_inbound_article(
+        ctx.session,
+        ctx.rt.blobs,
+        ticket,
+        msg,
+        body_text=msg.text,
+        raw_sha256=ctx.raw_sha256,
+        now=ctx.now,
+    )
+    refs = [msg.message_id] if msg.message_id else []
+    if not decision.bulk and ack_allowed(ctx, msg.sender.email):
+        subj, text, html = ctx.rt.notifier.render(
+            "ack", ticket=ticket, hours=take_charge_hours(ctx, ticket.priority), ente=ente
+        )
+        ctx.enqueue(
+            Outgoing(
+                kind="ack",
+                ticket=ticket,
+                to=[msg.sender.email],
+                subject=subj,
+                text=text,
+                html=html,
+                in_reply_to=msg.message_id,
+                references=refs,
+                auto_submitted="auto-replied",
+                rate_key=msg.sender.email,
+            )
+        )
+    _operator_copy(ctx, msg, ticket, "operator_copy", msg.text, decision)
+    return "new_ticket", ticket
+
+
+def _operator_copy(
+    ctx: Context,
+    msg: ParsedMessage,
+    ticket: Ticket,
+    kind: str,
+    body: str,
+    decision: Decision,
+) -> None:
+    """A copy to the operators (or the assignee) that they can answer in-thread."""
+    to = ticket.assignee or ctx.cfg.service.operators_address
+    subj, text, html = ctx.rt.notifier.render(
+        kind,
+        ticket=ticket,
+        sender=_sender_label(msg),
+        body=body,
+        msg=msg,
+        decision=decision,
+        hours=take_charge_hours(ctx, ticket.priority),
+    )
+    ctx.enqueue(
+        Outgoing(
+            kind=kind,
+            ticket=ticket,
+            to=[to],
+            subject=subj,
+            text=text,
+            html=html,
+            from_name=msg.sender.name or msg.sender.email,
+            in_reply_to=msg.message_id,
+            references=[r for r in (ticket.origin_message_id, msg.message_id) if r],
+            attachments=[(a.filename, a.content_type, a.data) for a in msg.attachments],
+        )
+    )
+
+
+def handle_follow_up(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[str, Ticket]:
+    ticket = decision.ticket
+    assert ticket is not None
+    body = quoting.new_text(msg.text, msg.html)
+    add_inbound_article(
+        ctx.session,
+        ctx.rt.blobs,
+        ticket,
+        msg,
+        body_text=body,
+        raw_sha256=ctx.raw_sha256,
+        now=ctx.now,
+    )
+    _operator_copy(ctx, msg, ticket, "follow_up_copy", body, decision)
+    return "follow_up", ticket
+
+
+def handle_bounce(
+    ctx: Context, msg: ParsedMessage, decision: Decision
+) -> tuple[str, Ticket | None]:
+    ticket = decision.ticket
+    if ticket is None:
+        return "bounce_unmatched", None
+    info = decision.info.get("bounce")
+    failed = ", ".join(info.failed_recipients) if info and info.failed_recipients else ""
+    add_inbound_article(
+        ctx.session,
+        ctx.rt.blobs,
+        ticket,
+        msg,
+        body_text=msg.text,
+        raw_sha256=ctx.raw_sha256,
+        now=ctx.now,
+        internal=True,
+    )
+    record_event(ctx.session, ticket, ctx.now, msg.sender.email, "bounce", None, failed or None)
+    return "bounce", ticket
+
+
+def handle_auto_reply(
+    ctx: Context, msg: ParsedMessage, decision: Decision
+) -> tuple[str, Ticket | None]:
+    """Out-of-office and the like: kept on the ticket for the record, status untouched."""
+    ticket = decision.ticket
+    if ticket is None:
+        return "auto_reply", None
+    add_inbound_article(
+        ctx.session,
+        ctx.rt.blobs,
+        ticket,
+        msg,
+        body_text=msg.text,
+        raw_sha256=ctx.raw_sha256,
+        now=ctx.now,
+        internal=True,
+    )
+    return "auto_reply", ticket
+
+
+def handle_loop(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[str, None]:
+    return "loop", None
+
+
+HANDLERS: dict[str, Handler] = {
+    Route.NEW: handle_new,
+    Route.FOLLOW_UP: handle_follow_up,
+    Route.BOUNCE: handle_bounce,
+    Route.AUTO_REPLY: handle_auto_reply,
+    Route.LOOP: handle_loop,
+}
