@@ -122,16 +122,26 @@ class Daemon:
         self.reload.set()
 
     async def run(self) -> None:
+        """The daemon under systemd or a terminal: signals drive stop and reload."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        try:
+            await self.serve()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    async def serve(self) -> None:
+        """Run until stop() is called (tests call this directly)."""
         watchdog = asyncio.create_task(self._watchdog())
         log.info("maild_starting", mailboxes=[m.name for m in self.cfg.mailbox])
         try:
             while not self.stopping.is_set():
                 self.reload.clear()
-                systemd.notify("RELOADING=1") if self.ready.is_set() else None
+                if self.ready.is_set():
+                    systemd.notify("RELOADING=1")
                 await self._generation(self.cfg)
         finally:
             systemd.notify("STOPPING=1")

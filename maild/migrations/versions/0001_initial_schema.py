@@ -1,14 +1,14 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-23 08:15:31.658840
+Revises:
+Create Date: 2026-11-23 08:21:35.586357
 """
 
-import sqlalchemy as sa
 from alembic import op
-
+import sqlalchemy as sa
 import maild.models
+
 
 revision = '0001'
 down_revision = None
@@ -118,6 +118,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', maild.models.UTCDateTime(), nullable=False),
+    sa.Column('claimed_at', maild.models.UTCDateTime(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', maild.models.UTCDateTime(), nullable=False),
     sa.Column('sent_at', maild.models.UTCDateTime(), nullable=True),
