@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time as clock
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -156,7 +157,10 @@ def instants(draw: st.DrawFn, case: Case) -> datetime:
     return from_minute(minute)
 
 
-def case_and(*strategies_for_case):  # noqa: ANN001, ANN202 - small test helper
+def case_and(
+    *strategies_for_case: Callable[[Case], st.SearchStrategy[object]],
+) -> st.SearchStrategy[tuple]:
+    """A case, then values drawn from strategies that may depend on it."""
     return st.sampled_from(CASES).flatmap(
         lambda case: st.tuples(st.just(case), *(make(case) for make in strategies_for_case))
     )
@@ -225,8 +229,8 @@ def test_add_then_measure_round_trips(drawn: tuple[Case, datetime, timedelta, in
 CONFIG = CalendarConfig()
 
 
-def ticket_calendar(profile: str, priority: str, province: str | None = None, closed=()):  # noqa: ANN001, ANN201
-    return calendar_for(CONFIG, province, closed, profile, priority)
+def ticket_calendar(profile: str, priority: str) -> WorkingCalendar:
+    return calendar_for(CONFIG, None, (), profile, priority)
 
 
 def test_friday_afternoon_alta_minimal_lands_monday_afternoon() -> None:
