@@ -14,7 +14,6 @@ import email.header
 import email.message
 import email.utils
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -50,10 +49,16 @@ _SEPARATOR = re.compile(
 _HEADER_SCAN_LINES = 12  # a rule's forward block sits at the very top of the body
 
 
+# Format characters: U+200E marks in Windows event text, zero-width spaces, bidi controls, BOM.
+_FORMAT_CHARS = re.compile(
+    "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+)
+
+
 def clean_text(text: str) -> str:
-    """Normalise newlines, drop format characters (U+200E marks in Windows event text)."""
+    """Normalise newlines and non-breaking spaces, drop format characters."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
-    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cf")
+    return _FORMAT_CHARS.sub("", text)
 
 
 def header_text(msg: email.message.Message, name: str) -> str:
@@ -149,7 +154,7 @@ class ReportMail:
     html: str | None  # text/html body
     msg: email.message.Message | None = None  # headers of the report (None: inline forward)
     forwarded: bool = False
-    html_text_override: str | None = None
+    cut_forward_block: bool = False  # html_text: drop everything down to the forward block
 
     @property
     def sender(self) -> str:
@@ -164,9 +169,11 @@ class ReportMail:
 
     @cached_property
     def html_text(self) -> str:
-        if self.html_text_override is not None:
-            return self.html_text_override
-        return self.doc.text if self.doc else ""
+        text = self.doc.text if self.doc else ""
+        if self.cut_forward_block:
+            block = find_forward_block(text, anywhere=True)
+            return block.after if block else text
+        return text
 
     @cached_property
     def text(self) -> str:
@@ -269,11 +276,15 @@ def _view(msg: email.message.Message, bodies: _Bodies) -> ReportMail:
 
 def _inline_forward(outer: ReportMail, raw_subject: str) -> ReportMail | None:
     # A forward-prefixed subject may carry the block anywhere (a person's comment above it);
-    # otherwise only a block at the very top of the body counts.
+    # otherwise only a block at the very top of the body counts. The plain part is searched
+    # first: rendering the HTML is the expensive step, done only when there is no plain part.
     anywhere = bool(_FORWARD_PREFIX.match(raw_subject))
-    plain_block = find_forward_block(outer.plain, anywhere) if outer.plain else None
-    html_block = find_forward_block(outer.html_text, anywhere) if outer.html else None
-    block = plain_block or html_block
+    if outer.plain and outer.plain.strip():
+        block = find_forward_block(outer.plain, anywhere)
+    elif outer.html:
+        block = find_forward_block(outer.html_text, anywhere)
+    else:
+        block = None
     if block is None:
         return None
     keys = block.headers
@@ -284,10 +295,10 @@ def _inline_forward(outer: ReportMail, raw_subject: str) -> ReportMail | None:
         subject=strip_prefixes(subject),
         sender_name=name,
         sender_addr=addr,
-        plain=plain_block.after if plain_block else None,
+        plain=block.after if outer.plain and outer.plain.strip() else None,
         html=outer.html,
         forwarded=True,
-        html_text_override=html_block.after if html_block else None,
+        cut_forward_block=True,
     )
 
 
