@@ -14,6 +14,7 @@ import html
 import re
 from datetime import datetime
 from email.message import EmailMessage, Message
+from email.mime.application import MIMEApplication
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -288,6 +289,31 @@ def test_windows_1252_body():
     report = parse_bytes(raw)
     assert report is not None and report.status == "warning"
     assert "in uso da un altro processo" in report.error
+
+
+def test_raw_utf8_subject_with_compat32():
+    """8-bit subjects (no encoded words) come as Header objects under compat32."""
+    raw = (SAMPLES / "duplicati-success.eml").read_bytes()
+    raw = raw.replace(b"for Backup Documenti Segreteria", "for Backup Attività Produttive".encode())
+    report = parse_bytes(raw, policy=email.policy.compat32)
+    assert report is not None and report.job == "Backup Attività Produttive"
+
+
+def test_report_attached_as_eml_file():
+    outer = MIMEMultipart("mixed")
+    outer["From"] = "Giulia Bianchi <g.bianchi@comune.vaiano-cremasco.cr.it>"
+    outer["Subject"] = "I: report backup"
+    outer.attach(MIMEText("Vi inoltro il report di stanotte.\n", "plain", "utf-8"))
+    attachment = MIMEApplication((SAMPLES / "qnap-failure.eml").read_bytes(), "octet-stream")
+    attachment.add_header("Content-Disposition", "attachment", filename="report.eml")
+    outer.attach(attachment)
+    report = parse_bytes(outer.as_bytes())
+    assert report is not None
+    assert (report.product, report.status, report.job) == (
+        "qnap",
+        "failure",
+        "Copia-Protocollo-NAS",
+    )
 
 
 def test_veeam_en_us_dates_roll_past_midnight():

@@ -66,13 +66,32 @@ def header_text(msg: email.message.Message, name: str) -> str:
     value = msg.get(name)
     if value is None:
         return ""
-    text = str(value)
-    if "=?" in text:
+    text = str(value) if not isinstance(value, email.header.Header) else None
+    if text is None or "=?" in text:
+        # compat32: encoded words still encoded, raw 8-bit headers come as Header objects
         try:
-            text = str(email.header.make_header(email.header.decode_header(text)))
-        except (LookupError, UnicodeDecodeError, email.errors.HeaderParseError):
-            pass
+            chunks = email.header.decode_header(value if text is None else text)
+        except email.errors.HeaderParseError:
+            chunks = [(text or "", None)]
+        text = "".join(
+            _decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
+            for chunk, charset in chunks
+        )
     return re.sub(r"\s+", " ", clean_text(text)).strip()
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    charset = (charset or "utf-8").lower()
+    if charset in ("iso-8859-1", "latin-1", "latin1", "us-ascii", "ascii", "unknown-8bit"):
+        charset = "utf-8" if charset == "unknown-8bit" else "windows-1252"
+    try:
+        return data.decode(charset)
+    except (LookupError, UnicodeDecodeError):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            # Windows tools mislabel; cp1252 is a superset of latin-1 for text
+            return data.decode("windows-1252", errors="replace")
 
 
 def strip_prefixes(subject: str) -> str:
@@ -83,16 +102,7 @@ def decode_part(part: email.message.Message) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    charset = (part.get_content_charset() or "utf-8").lower()
-    if charset in ("iso-8859-1", "latin-1", "latin1", "us-ascii", "ascii"):
-        charset = "windows-1252"  # Windows tools mislabel; cp1252 is a superset for text
-    try:
-        return payload.decode(charset)
-    except (LookupError, UnicodeDecodeError):
-        try:
-            return payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return payload.decode("windows-1252", errors="replace")
+    return _decode_bytes(payload, part.get_content_charset())
 
 
 def _is_attachment(part: email.message.Message) -> bool:

@@ -44,13 +44,8 @@ def parse(mail: ReportMail) -> BackupReport | None:
     message = _APP_TAG.sub("", message)
     job = _JOB.search(message)
     status = first_match(_OUTCOMES, message)
-    if (
-        job is None
-        or status is None
-        or re.search(r"\b(started|avviat[oa])\b", message, re.I)
-        and status == "success"
-    ):
-        return None  # not a job result (job started, settings changed, ...)
+    if job is None or status is None:
+        return None  # not a job result ("Started Backup job", settings changed, ...)
     italian = mail.field("Livello", "Nome server") is not None
     error = None
     if status != "success":

@@ -24,7 +24,12 @@ from maild.backup.report import BackupReport, Status
 
 MARKERS = re.compile(r"\bveeam\b", re.I)
 
-_STATUS = {"success": "success", "warning": "warning", "failed": "failure", "error": "failure"}
+_STATUS: dict[str, Status] = {
+    "success": "success",
+    "warning": "warning",
+    "failed": "failure",
+    "error": "failure",
+}
 _JOB_HEADER = re.compile(r"^((?:[A-Za-z0-9 ]{0,30} )?job):\s*(.+)$", re.I)
 _FOOTER = re.compile(
     r"Veeam (Backup & Replication|Agent for Microsoft Windows|Agent for Linux|"
@@ -95,10 +100,10 @@ def parse(mail: ReportMail) -> BackupReport | None:
     if head is None or not _FOOTER.search(mail.html_text or mail.text):
         return None
     status_word = head[1].strip().lower()
-    status: Status | None = _STATUS.get(status_word)  # type: ignore[assignment]
+    status = _STATUS.get(status_word)
     subject = _SUBJECT.search(mail.subject)
     if status is None and subject:
-        status = _STATUS.get(subject.group(1).lower())  # type: ignore[assignment]
+        status = _STATUS.get(subject.group(1).lower())
     if status is None:
         return None  # e.g. a job still running, or a digest
 
@@ -138,7 +143,7 @@ def parse(mail: ReportMail) -> BackupReport | None:
                 problems.append(text if host else f"{obj[0]}: {text}")
         if not problems:
             problems = [re.sub(r"^(Error|Warning):\s*", "", m) for m in messages]
-        error = summary(problems)
+        error = summary(problems) or f"{job.strip()}: {head[1] or status}"
 
     transferred = grid.get("transferred")
     return BackupReport(
