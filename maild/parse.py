@@ -309,10 +309,10 @@ def _parse_date(value: str | None) -> datetime | None:
     if not value or not value.strip():
         return None
     value = value.strip()
-    candidates = [value]
-    prefix = _DATE_PREFIX.match(value)  # "... +0200Received: ..." (a header glued on)
-    if prefix and prefix.group(0) != value:
-        candidates.append(prefix.group(0))
+    # The well-formed prefix first: "... +0200Received: ..." (a header glued on) otherwise
+    # parses with the zone ignored.
+    prefix = _DATE_PREFIX.match(value)
+    candidates = [prefix.group(0), value] if prefix else [value]
     for candidate in candidates:
         try:
             parsed = email.utils.parsedate_to_datetime(candidate)
@@ -628,7 +628,9 @@ class _Walk:
             walk.visit(child, depth + 1)
             self._note_charset(walk.hint)
             walks.append(walk)
-        with_plain = [w for w in walks if w.has_plain()] or [w for w in walks if w.slots]
+        with_plain = [w for w in walks if w.has_plain()] or [
+            w for w in walks if any(slot.plain is not None for slot in w.slots)
+        ]
         with_html = [w for w in walks if w.has_html()]
         plain = with_plain[-1].text()[0] if with_plain else None
         html = with_html[-1].html_source() if with_html else None
@@ -799,7 +801,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         subject=re.sub(r"\s+", " ", subject).strip(),
         date=_parse_date(first("date")),
         text=text,
-        html=sanitize_html(html_source) if html_source is not None else None,
+        html=sanitize_html(html_source).strip() if html_source is not None else None,
         body_content_type=body_content_type,
         attachments=walk.attachments,
         email=msg,

@@ -65,7 +65,7 @@ ATTACHMENT_EXCEPTIONS = {
 # --- Loading -----------------------------------------------------------------------------------
 
 
-class _ZammadLoader(yaml.SafeLoader):
+class _ZammadLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 5x faster
     pass
 
 
