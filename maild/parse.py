@@ -19,14 +19,13 @@ import email.parser
 import email.utils
 import hashlib
 import mimetypes
+import quopri
 import re
 import unicodedata
 from datetime import UTC, datetime
-from email.generator import BytesGenerator
 from email.message import Message
 from functools import lru_cache
 from html import escape as html_escape
-from io import BytesIO
 
 from mailparser.dates import parse_mail_date
 
@@ -117,12 +116,12 @@ def _codec(label: str | None) -> str | None:
         return None
     label = label.strip().strip("\"'").strip().lower()
     label = _CHARSET_ALIASES.get(label, label)
-    if label in _NO_CHARSET:
+    if label in _NO_CHARSET or not label.isascii() or len(label) > 40:
         return None
     for candidate in (label, label.replace("windows-", "cp"), label.replace("_", "-")):
         try:
             return codecs.lookup(candidate).name
-        except LookupError:
+        except (LookupError, ValueError):
             continue
     return None
 
@@ -382,9 +381,7 @@ def _parse_bytes(raw: bytes) -> Message:
     return msg
 
 
-def _check_is_mail(raw: bytes, msg: Message) -> None:
-    if not raw.strip():
-        raise NotAMessage("empty input")
+def _check_is_mail(msg: Message) -> None:
     names = {str(name).lower() for name in msg.keys()}
     if not names & _MAIL_HEADERS:
         raise NotAMessage("no e-mail header section")
@@ -473,19 +470,18 @@ def _uudecode(block: str) -> bytes | None:
             continue
         try:
             data += binascii.a2b_uu(line)
-        except binascii.Error:
+        except (binascii.Error, ValueError):
             try:  # some encoders emit more characters than the length byte says
                 length = ((ord(line[0]) - 32) & 63) * 4 // 3
                 data += binascii.a2b_uu(line[: length + 1])
-            except (binascii.Error, IndexError):
+            except (binascii.Error, ValueError, IndexError):
                 return None
     return bytes(data)
 
 
 def _payload(part: Message) -> bytes:
     """Decoded content of a leaf part, as forgiving as mail clients are."""
-    raw = part.get_payload()
-    raw_bytes = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+    raw_bytes = _raw_payload(part)
     try:
         data = part.get_payload(decode=True)
     except Exception:  # noqa: BLE001 - a broken transfer encoding must not lose the mail
@@ -493,8 +489,6 @@ def _payload(part: Message) -> bytes:
     if data is None:
         return raw_bytes
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    if cte == "base64" and data is not raw_bytes and data == raw_bytes.replace(b"\n", b""):
-        pass  # cannot happen for valid base64; handled below via the defect
     if cte == "base64" and any(
         isinstance(d, email.errors.InvalidBase64LengthDefect) for d in part.defects
     ):
@@ -504,17 +498,53 @@ def _payload(part: Message) -> bytes:
     return data
 
 
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")  # raw 8-bit bytes back as they came
+
+
+def _raw_payload(part: Message) -> bytes:
+    # The undecoded payload. Message.get_payload() itself decodes with the charset parameter
+    # and raises on labels such as "utf-8\0"; compat32 keeps the wire text in _payload.
+    payload = part._payload
+    return _bytes(payload) if isinstance(payload, str) else b""
+
+
+def _serialise(part: Message, nl: bytes, depth: int = 0) -> bytes:
+    """A part as bytes, as close to the wire as compat32 keeps it (no re-folding, no
+    re-encoding: the stdlib generator raises on bad charsets and rewrites headers)."""
+    head = b"".join(
+        _bytes(f"{name}:" + (f" {value}" if str(value) else "")) + nl
+        for name, value in part.raw_items()
+    )
+    return head + nl + _serialise_body(part, nl, depth)
+
+
+def _serialise_body(part: Message, nl: bytes, depth: int = 0) -> bytes:
+    payload = part._payload
+    if not isinstance(payload, list):
+        return _raw_payload(part)
+    if depth > _MAX_DEPTH:
+        return b""
+    children = [_serialise(child, nl, depth + 1) for child in payload if isinstance(child, Message)]
+    if part.get_content_maintype() == "multipart":
+        try:
+            boundary = _bytes(part.get_boundary() or "")
+        except Exception:  # noqa: BLE001 - malformed parameters
+            boundary = b""
+        delimiter = b"--" + boundary
+        out = _bytes(part.preamble) + nl if part.preamble is not None else b""
+        out += delimiter + nl + (nl + delimiter + nl).join(children)
+        out += nl + delimiter + b"--" + nl
+        return out + (_bytes(part.epilogue) if part.epilogue is not None else b"")
+    if part.get_content_type() == "message/delivery-status":
+        # Header blocks separated by one empty line.
+        return nl.join(c[: -len(nl)] if c.endswith(nl) else c for c in children)
+    return b"".join(children)  # message/rfc822: the attached message
+
+
 def _flatten_body(part: Message, linesep: str) -> bytes:
     """Bytes of a message/* part's content (an attached mail, a DSN report)."""
-    buffer = BytesIO()
-    try:
-        BytesGenerator(buffer, mangle_from_=False, maxheaderlen=0).flatten(part, linesep=linesep)
-    except Exception:  # noqa: BLE001 - a charset the generator refuses: raw-ish fallback
-        return part.as_string().encode("utf-8", "surrogateescape")
-    data = buffer.getvalue()
-    blank = linesep.encode() * 2
-    end = data.find(blank)
-    body = data[end + len(blank) :] if end >= 0 else b""
+    body = _serialise_body(part, linesep.encode())
     return body if body.strip() else b""
 
 
@@ -694,7 +724,24 @@ class _Walk:
 
     def _message_part(self, part: Message, ctype: str) -> None:
         name = _filename(part, self.hint)
-        inner = part.get_payload(0) if part.is_multipart() else None
+        cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+        inner: Message | None = None
+        if not part.is_multipart():
+            data = _payload(part)
+        elif cte in ("base64", "quoted-printable"):
+            # An encoded message/rfc822 (forbidden by RFC 2046, sent anyway): the stdlib parses
+            # the encoded text as a message without headers. Decode it ourselves.
+            data = _flatten_body(part, self.linesep).lstrip(b"\r\n")
+            data = (
+                _decode_b(data.decode("ascii", "ignore"))
+                if cte == "base64"
+                else quopri.decodestring(data)
+            )
+        else:
+            data = _flatten_body(part, self.linesep)
+            inner = part.get_payload(0)
+        if inner is None and data:
+            inner = email.parser.BytesHeaderParser().parsebytes(data)
         if isinstance(inner, Message) and ctype in ("message/rfc822", "message/global"):
             for sub in inner.walk():  # its charsets are good guesses for our 8-bit headers
                 self._note_charset(_codec(_param_str(sub.get_param("charset"))))
@@ -704,7 +751,7 @@ class _Walk:
                 name = f"{subject or 'message'}.eml"
         if not name:
             name = ctype.partition("/")[2] + ".txt"  # delivery-status.txt & co.
-        self._add(Attachment(name, ctype, _flatten_body(part, self.linesep)))
+        self._add(Attachment(name, ctype, data))
 
     def _attachment(self, part: Message, ctype: str) -> None:
         data = _payload(part)
@@ -766,7 +813,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     if not raw.strip():
         raise NotAMessage("empty input")
     msg = _parse_bytes(raw)
-    _check_is_mail(raw, msg)
+    _check_is_mail(msg)
 
     linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"
     walk = _Walk(None, linesep)

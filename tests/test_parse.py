@@ -566,3 +566,25 @@ def test_html_to_text_structure() -> None:
         html_to_text(html)
         == "Riga uno\nRiga due\na capo\n\n1. a\n2. b\n\nx\ty\n\n  rientro\n\n<tag> è ok"
     )
+
+
+def test_base64_encoded_attached_message() -> None:
+    inner = b"From: fornitore@example.com\r\nSubject: Aggiornamento\r\n\r\nTesto inoltrato\r\n"
+    import base64
+
+    raw = mail(
+        """
+From: a@comune.example
+Subject: I: Aggiornamento
+Content-Type: multipart/mixed; boundary="b"
+""",
+        b"--b\r\nContent-Type: text/plain\r\n\r\nin allegato\r\n--b\r\n"
+        b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(inner)
+        + b"--b--\r\n",
+    )
+    parsed = parse_message(raw)
+    [attached] = parsed.attachments
+    assert attached.filename == "Aggiornamento.eml"
+    assert parse_message(attached.data).text.strip() == "Testo inoltrato"
+    assert "Testo inoltrato" not in parsed.text
