@@ -63,6 +63,12 @@ _ANY_AUTO_REPLY_HEADERS = (
     "X-Mail-Autoreply",
     "X-Vacation",
 )
+_PEC_FAILURES = {
+    "errore-consegna",
+    "preavviso-errore-consegna",
+    "non-accettazione",
+    "rilevazione-virus",
+}
 _SYSTEM_SENDER_RE = re.compile(r"^(?:mailer-daemon|postmaster)(?:@|$)", re.IGNORECASE)
 _NOREPLY_RE = re.compile(r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply)", re.IGNORECASE)
 _ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
@@ -77,6 +83,11 @@ def classify_auto(msg: email.message.Message, subject: str | None = None) -> Aut
     """
     if subject is None:
         subject = _decoded(msg.get("Subject"))
+    # PEC receipts answer our own PEC sendings (maild.pec reads them); a delivery error is a
+    # bounce, the others are machine notices. PEC envelopes (X-Trasporto) carry people's mail.
+    pec_receipt = _header(msg, "X-Ricevuta")
+    if pec_receipt:
+        return AutoKind.BOUNCE if pec_receipt in _PEC_FAILURES else AutoKind.AUTO_REPLY
     if is_bounce(msg, subject):
         return AutoKind.BOUNCE
     if _is_auto_reply(msg, subject):

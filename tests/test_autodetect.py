@@ -215,3 +215,25 @@ def test_bounce_info_falls_back_to_threading_headers():
 
 def test_bounce_info_none_for_people():
     assert bounce_info(_msg(PERSON + "Subject: x")) is None
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("java-pec-parser/accettazione.eml", AutoKind.AUTO_REPLY),
+        ("go-pec/email_2.eml", AutoKind.AUTO_REPLY),  # avvenuta-consegna
+        ("java-pec-parser/consegna.eml", AutoKind.BOUNCE),  # errore-consegna
+    ],
+)
+def test_pec_receipts(name, kind):
+    assert classify_auto(_load(SHARED / "corpus" / "pec" / name)) is kind
+
+
+def test_pec_envelope_is_not_a_receipt():
+    # the busta di trasporto carries a person's mail; only its (anonymised) no-reply From
+    # makes this fixture bulk, so drop it and look at the PEC markers alone
+    msg = _load(SHARED / "corpus" / "pec" / "go-pec" / "email_3.eml")
+    msg.replace_header(
+        "From", '"Per conto di: m.rossi@pec.example.it" <posta-certificata@pec.example>'
+    )
+    assert classify_auto(msg) is None

@@ -201,3 +201,15 @@ def test_html_to_text_layout():
         "<blockquote>citato<br>ancora</blockquote><style>p{}</style><!-- nota -->"
     )
     assert text == "uno\ndue\n\ntre quattro\n> citato\n> ancora"
+
+
+@pytest.mark.parametrize("name", REPLIES_AND_FORWARDS)
+def test_with_parsed_message(name):
+    """As the integrator calls it: the parser's text and its sanitised HTML."""
+    parse = pytest.importorskip("maild.parse")
+    pm = parse.parse_message((SAMPLES / name).read_bytes())
+    e = EXPECTED[name]
+    got = new_text(pm.text, pm.html)
+    assert e["new_text_must_contain"] in got
+    if e["new_text_must_not_contain"]:
+        assert e["new_text_must_not_contain"] not in got
