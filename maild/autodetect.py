@@ -37,7 +37,8 @@ class BounceInfo:
 # forwarding a bounce to us, which is a request).
 _BOUNCE_SUBJECT_RE = re.compile(
     r"^\s*(?:non\s+recapitabile\s*:|recapito\s+non\s+riuscito|mancato\s+recapito"
-    r"|messaggio\s+non\s+recapitato|impossibile\s+recapitare|undeliverable\s*:"
+    r"|(?:messaggio|posta)\s+non\s+recapitat[oa]|impossibile\s+recapitare|undeliverable\s*:"
+    r"|notifica\s+(?:dello\s+)?stato\s+(?:del\s+|di\s+)?recapito"
     r"|undelivered\s+mail\s+returned\s+to\s+sender|delivery\s+status\s+notification"
     r"|mail\s+delivery\s+failed|delivery\s+failure|message\s+delivery\s+failure"
     r"|delivery\s+has\s+failed|returned\s+mail\s*:|failure\s+notice|failed\s+mail"

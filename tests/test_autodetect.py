@@ -118,6 +118,8 @@ def test_zammad_system_notifications(name):
         ("Subject: Fuori ufficio\nX-Auto-Response-Suppress: All", AutoKind.AUTO_REPLY),
         ("Subject: Non recapitabile: x", AutoKind.BOUNCE),
         ("Subject: Recapito non riuscito: x", AutoKind.BOUNCE),
+        ("Subject: Notifica dello stato di recapito (Errore)", AutoKind.BOUNCE),
+        ("Subject: Messaggio non recapitato: x", AutoKind.BOUNCE),
         ("Subject: Undeliverable: x", AutoKind.BOUNCE),
         ("Subject: Delivery Status Notification (Failure)", AutoKind.BOUNCE),
         ("Subject: Mail delivery failed: returning message to sender", AutoKind.BOUNCE),
