@@ -64,8 +64,11 @@ _TRAILING_JUNK_RE = re.compile(r"^(?:-{2,}|_{2,}|={2,}|\*{2,}|-- ?)$")
 
 def new_text(text: str, html: str | None = None) -> str:
     """The part of a reply its author wrote: quoted history, forwarded text and attribution lines
-    removed; signature kept. `html` (unsanitised, class/id kept) is used when the history
-    is only there, e.g. when `text` was made from the HTML part."""
+    removed; signature kept.
+
+    `html` is read when the history is only there, e.g. when `text` was made from the HTML
+    part and lost its quote marks. ParsedMessage.html (sanitised, blockquotes kept) works;
+    the raw HTML is better still, since it keeps Outlook's and Gmail's id/class markers."""
     if not (text or "").strip() and html:
         text = html_to_text(html)
     result, found_history = _text_pass(text or "")
