@@ -152,7 +152,15 @@ def _as_bytes(part: email.message.Message) -> bytes | None:
         isinstance(p.get_payload(), str) and "\r\n" in p.get_payload() for p in inner.walk()
     )
     policy = email.policy.compat32.clone(linesep="\r\n") if crlf else email.policy.compat32
-    return inner.as_bytes(policy=policy)
+    try:
+        return inner.as_bytes(policy=policy)
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        # the generator re-encodes some parts and gives up on odd charsets; the text form
+        # keeps the undecodable bytes as surrogates
+        try:
+            return inner.as_string(policy=policy).encode("utf-8", "surrogateescape")
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            return None
 
 
 # --- daticert.xml ---------------------------------------------------------------------------
