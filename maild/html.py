@@ -39,13 +39,23 @@ _URL_SCHEMES = {"http", "https", "mailto", "tel", "cid"}
 _CLEAN_CONTENT = {"script", "style", "head", "title", "noscript", "template", "object"}
 
 
+def _only_embedded_images(tag: str, attribute: str, value: str) -> str | None:
+    # Remote images are tracking pixels as often as not: loading them would tell the sender
+    # when an operator opened the ticket. Embedded (cid:) images stay.
+    if tag == "img" and attribute == "src" and not value.lower().startswith("cid:"):
+        return None
+    return value
+
+
 def sanitize_html(html: str) -> str:
-    """Safe HTML for display: scripts, styles sheets, forms, event handlers removed."""
+    """Safe HTML for display: scripts, style sheets, forms, event handlers and remote
+    images removed; basic formatting, tables, links and cid: images kept."""
     return nh3.clean(
         html,
         tags=_TAGS,
         clean_content_tags=_CLEAN_CONTENT,
         attributes=_ATTRIBUTES,
+        attribute_filter=_only_embedded_images,
         url_schemes=_URL_SCHEMES,
         filter_style_properties=_STYLE_PROPERTIES,
         link_rel="noopener noreferrer nofollow",

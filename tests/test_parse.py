@@ -544,7 +544,8 @@ def test_sanitize_html_keeps_formatting_links_and_cid_images() -> None:
     dirty = (
         '<p onclick="x()" style="color:red;position:fixed">Ciao <b>Mario</b> '
         '<a href="https://comune.example/x">link</a> <a href="javascript:alert(1)">no</a></p>'
-        '<img src="cid:image001.png@01D" alt="logo"><script>alert(1)</script>'
+        '<img src="cid:image001.png@01D" alt="logo"><img src="https://track.example/p.gif">'
+        "<script>alert(1)</script>"
         "<iframe src='https://evil.example'></iframe><form><input name=p></form>"
     )
     clean = sanitize_html(dirty)
@@ -553,6 +554,7 @@ def test_sanitize_html_keeps_formatting_links_and_cid_images() -> None:
     assert 'href="https://comune.example/x"' in clean
     assert "javascript" not in clean and "onclick" not in clean
     assert 'src="cid:image001.png@01D"' in clean
+    assert "track.example" not in clean  # remote images (tracking pixels) are dropped
     assert "<script" not in clean and "<iframe" not in clean and "<input" not in clean
 
 
