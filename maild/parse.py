@@ -433,7 +433,14 @@ _MAX_DEPTH = 40
 _UUENCODE = re.compile(r"^begin [0-7]{3,4} ([^\r\n]+)\r?\n(.*?)^end[ \t]*$", re.M | re.S)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_:.-]+)""", re.I)
 _UU_CTES = {"x-uuencode", "uuencode", "uue", "x-uue"}
-_NEWLINES = re.compile(r"\r*\n|\r")
+_STRAY_CR = re.compile(r"\r+\n?")
+
+
+def _normalise_newlines(text: str) -> str:
+    if "\r" not in text:
+        return text
+    text = text.replace("\r\n", "\n")  # the common case, at C speed
+    return _STRAY_CR.sub("\n", text) if "\r" in text else text
 
 
 def _unflow(text: str, delsp: bool) -> str:
@@ -702,7 +709,7 @@ class _Walk:
                 charset = meta.group(1).decode("ascii") if meta else None
             self.slots.append(_Slot(None, decode_bytes(data, charset, self.hint)))
             return
-        text = _NEWLINES.sub("\n", decode_bytes(data, charset, self.hint))
+        text = _normalise_newlines(decode_bytes(data, charset, self.hint))
         if str(part.get_param("format", "")).lower() == "flowed":
             delsp = str(part.get_param("delsp", "")).lower() == "yes"
             text = _unflow(text, delsp)
