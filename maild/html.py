@@ -26,12 +26,15 @@ _ATTRIBUTES = {
     "th": {"colspan", "rowspan", "align", "valign"},
     "font": {"color"},
     "ol": {"start"},
-    "*": {"style"},
+    # class/id carry the reply markers maild.quoting looks for (gmail_quote, divRplyFwdMsg);
+    # show this HTML isolated (sandboxed iframe) so they cannot clash with the UI's own.
+    "*": {"style", "class", "id"},
 }
-# Only presentational CSS survives; no url(), positioning or display tricks.
+# Only presentational CSS survives; no url(), positioning or display tricks. border-top is
+# Outlook's "Da:/Inviato:" box, another reply marker.
 _STYLE_PROPERTIES = {
     "color", "background-color", "font-weight", "font-style", "text-decoration",
-    "text-align", "font-size",
+    "text-align", "font-size", "border-top",
 }  # fmt: skip
 # cid: keeps inline images (resolved against Attachment.content_id by the UI).
 _URL_SCHEMES = {"http", "https", "mailto", "tel", "cid"}

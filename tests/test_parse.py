@@ -556,6 +556,12 @@ def test_sanitize_html_keeps_formatting_links_and_cid_images() -> None:
     assert 'src="cid:image001.png@01D"' in clean
     assert "track.example" not in clean  # remote images (tracking pixels) are dropped
     assert "<script" not in clean and "<iframe" not in clean and "<input" not in clean
+    # reply markers used by maild.quoting survive
+    marked = sanitize_html(
+        '<div id="divRplyFwdMsg" class="gmail_quote" style="border-top:solid #E1E1E1 1.0pt">x</div>'
+    )
+    assert 'id="divRplyFwdMsg"' in marked and 'class="gmail_quote"' in marked
+    assert "border-top:solid #E1E1E1 1.0pt" in marked
 
 
 def test_html_to_text_structure() -> None:
