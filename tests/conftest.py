@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -102,10 +103,11 @@ class Dovecot:
                     name = line.decode().rsplit(' "/" ', 1)[1].strip('"')
                     if "\\Noselect" in line.decode():
                         continue
-                    typ, _ = c.select(f'"{name}"')
-                    if typ == "OK":
+                    typ, data = c.select(f'"{name}"')
+                    if typ == "OK" and int(data[0]) > 0:
                         c.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
                         c.expunge()
+                    if typ == "OK":
                         c.close()
                     if name != "INBOX":
                         c.delete(f'"{name}"')
@@ -114,17 +116,23 @@ class Dovecot:
 
 
 @pytest.fixture(scope="session")
-def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+def dovecot() -> Iterator[Dovecot]:
     if not Path("/usr/sbin/dovecot").exists():
         pytest.fail("Dovecot is not installed: apt-get install dovecot-imapd (see .ci/run)")
-    directory = tmp_path_factory.mktemp("dovecot")
+    # not under pytest's 0700 tmp: Dovecot's unprivileged auth and mail users must reach it
+    directory = Path(tempfile.mkdtemp(prefix="maild-dovecot-"))
+    directory.chmod(0o755)
     port = free_port()
-    subprocess.run(
-        ["bash", str(BENCH / "dovecot-up.sh"), str(directory), str(port)],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "BENCH_PASS": IMAP_PASS, "MAIL_FSYNC": "never"},
-    )
+    # output to a file, not a pipe: the daemonised Dovecot would hold a pipe open forever
+    with open(directory / "up.log", "wb") as out:
+        subprocess.run(
+            ["bash", str(BENCH / "dovecot-up.sh"), str(directory), str(port)],
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "BENCH_PASS": IMAP_PASS, "MAIL_FSYNC": "never"},
+        )
     server = Dovecot(directory, port)
     try:
         for _ in range(100):  # the master is up; wait until the listener answers
@@ -135,7 +143,13 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
                 threading.Event().wait(0.05)
         yield server
     finally:
-        subprocess.run(["bash", str(BENCH / "dovecot-down.sh"), str(directory)], check=False)
+        subprocess.run(
+            ["bash", str(BENCH / "dovecot-down.sh"), str(directory)],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
