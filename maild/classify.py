@@ -106,11 +106,33 @@ def _refs_only(msg: ParsedMessage, ids: list[str]) -> ParsedMessage:
     return clone
 
 
-DEFAULT_RULES: list[Rule] = [rule_loop, rule_automatic, rule_follow_up, rule_new]
+def default_rules() -> list[Rule]:
+    # imported here: those modules build on this one
+    from maild import pec_intake
+    from maild.backup import intake as backup_intake
+    from maild.operators import intake as operator_intake
+
+    return [
+        rule_loop,
+        pec_intake.rule_pec_receipt,
+        backup_intake.rule_backup_report,
+        rule_automatic,
+        operator_intake.rule_status_request,
+        operator_intake.rule_operator,
+        rule_follow_up,
+        rule_new,
+    ]
+
+
+# messages are rewritten before classification (a PEC envelope becomes what it carries)
+def preprocess(msg: ParsedMessage) -> ParsedMessage:
+    from maild import pec_intake
+
+    return pec_intake.open_envelope(msg)
 
 
 def classify(ctx: Context, msg: ParsedMessage, rules: list[Rule] | None = None) -> Decision:
-    for rule in rules or DEFAULT_RULES:
+    for rule in rules or default_rules():
         decision = rule(ctx, msg)
         if decision is not None:
             return decision

@@ -208,6 +208,34 @@ class EnteConfig(_Model):
 class SlaConfig(_Model):
     take_charge_hours: dict[PriorityName, float] = {"ALTA": 8, "MEDIA": 12, "BASSA": 16}
     compliance_threshold: float = Field(0.9, gt=0, le=1)
+    # the requester may ask for a priority with the Importance/X-Priority header
+    use_priority_headers: bool = False
+    # words that raise a request's priority (never lower it)
+    keyword_rules: dict[str, PriorityName] = {
+        "bloccante": "ALTA",
+        "non riesco a lavorare": "ALTA",
+        "non riusciamo a lavorare": "ALTA",
+    }
+    # working time; see config/maild.example.toml ([sla.calendar])
+    calendar: dict = {}
+
+    @field_validator("take_charge_hours")
+    @classmethod
+    def _all_priorities(cls, v: dict[str, float]) -> dict[str, float]:
+        missing = {"ALTA", "MEDIA", "BASSA"} - set(v)
+        if missing:
+            raise ValueError(f"missing target for {', '.join(sorted(missing))}")
+        if any(h <= 0 for h in v.values()):
+            raise ValueError("targets must be positive hours")
+        return v
+
+    @field_validator("calendar")
+    @classmethod
+    def _calendar(cls, v: dict) -> dict:
+        from maild.sla.calendar import CalendarConfig
+
+        CalendarConfig.from_dict({"timezone": "Europe/Rome", **v})  # raises ValueError
+        return v
 
 
 class LoggingConfig(_Model):

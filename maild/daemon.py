@@ -19,6 +19,7 @@ from maild.db import Database
 from maild.ingest import InboundItem, Ingestor, IngestResult, Runtime
 from maild.log import get_logger
 from maild.outbox import OutboxSender, make_transport
+from maild.scheduler import Scheduler, default_jobs
 from maild.sources.imap import ImapSource
 from maild.sources.maildir import MaildirSource
 
@@ -77,7 +78,8 @@ class Daemon:
             ImapSource(m, ingest) if m.type == "imap" else MaildirSource(m, ingest)
             for m in cfg.mailbox
         ]
-        return [s.run for s in self.sources] + [sender.run]
+        self.scheduler = Scheduler(rt, default_jobs(rt))
+        return [s.run for s in self.sources] + [sender.run, self.scheduler.run]
 
     async def _generation(self, cfg: Config) -> None:
         runners = self.build(cfg)

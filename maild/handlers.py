@@ -11,6 +11,8 @@ from maild.ingest import Context, ack_allowed
 from maild.message import ParsedMessage
 from maild.models import Ticket
 from maild.notify import Outgoing
+from maild.sla.deadline import take_charge_due
+from maild.sla.priority import Priority, requested_priority, strip_priority_tag
 from maild.tickets import add_inbound_article, create_ticket, record_event
 
 Handler = Callable[[Context, ParsedMessage, Decision], tuple[str, Ticket | None]]
@@ -18,6 +20,24 @@ Handler = Callable[[Context, ParsedMessage, Decision], tuple[str, Ticket | None]
 
 def take_charge_hours(ctx: Context, priority: str) -> float:
     return ctx.cfg.sla.take_charge_hours[priority]
+
+
+def _requested_priority(ctx: Context, msg: ParsedMessage) -> str | None:
+    sla = ctx.cfg.sla
+    rules = [(k, Priority.parse(v)) for k, v in sla.keyword_rules.items()]
+    headers = {
+        "Importance": msg.header("Importance"),
+        "X-Priority": msg.header("X-Priority"),
+        "Priority": msg.header("Priority"),
+    }
+    found = requested_priority(
+        msg.subject,
+        msg.text,
+        {k: v for k, v in headers.items() if v},
+        use_headers=sla.use_priority_headers,
+        keyword_rules=rules,
+    )
+    return found.name if found is not None else None
 
 
 def _sender_label(msg: ParsedMessage) -> str:
@@ -45,20 +65,21 @@ def handle_new(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[st
             )
         return "rejected_unknown_sender", None
 
-    priority = cfg.service.default_priority
+    priority = _requested_priority(ctx, msg) or cfg.service.default_priority
     local_year = ctx.now.astimezone(cfg.service.tz).year
     ticket = create_ticket(
         ctx.session,
         number_format=cfg.service.number_format,
         now=ctx.now,
         local_year=local_year,
-        title=subject.title_of(msg.subject),
+        title=strip_priority_tag(subject.title_of(msg.subject, cfg.service.tag_word)),
         requester_email=msg.sender.email,
         requester_name=msg.sender.name,
         ente=ente.name if ente else None,
         priority=priority,
         origin_message_id=msg.message_id,
     )
+    ticket.sla_due_at = take_charge_due(cfg, ente, priority, ctx.now)
     add_inbound_article(
         ctx.session,
         ctx.rt.blobs,
@@ -189,10 +210,18 @@ def handle_loop(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[s
     return "loop", None
 
 
-HANDLERS: dict[str, Handler] = {
-    Route.NEW: handle_new,
-    Route.FOLLOW_UP: handle_follow_up,
-    Route.BOUNCE: handle_bounce,
-    Route.AUTO_REPLY: handle_auto_reply,
-    Route.LOOP: handle_loop,
-}
+def all_handlers() -> dict[str, Handler]:
+    from maild import pec_intake
+    from maild.backup import intake as backup_intake
+    from maild.operators import intake as operator_intake
+
+    return {
+        Route.NEW: handle_new,
+        Route.FOLLOW_UP: handle_follow_up,
+        Route.BOUNCE: handle_bounce,
+        Route.AUTO_REPLY: handle_auto_reply,
+        Route.LOOP: handle_loop,
+        **pec_intake.HANDLERS,
+        **backup_intake.HANDLERS,
+        **operator_intake.HANDLERS,
+    }

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from maild.blobs import BlobStore
-from maild.classify import Decision, Rule, classify
+from maild.classify import Decision, Rule, classify, preprocess
 from maild.clock import Clock, SystemClock
 from maild.config import Config
 from maild.db import Database
@@ -123,9 +123,9 @@ class Ingestor:
     def __init__(self, rt: Runtime, rules: list[Rule] | None = None) -> None:
         self.rt = rt
         self.rules = rules
-        from maild.handlers import HANDLERS
+        from maild.handlers import all_handlers
 
-        self.handlers = HANDLERS
+        self.handlers = all_handlers()
 
     # -- public -------------------------------------------------------------------------
 
@@ -179,6 +179,7 @@ class Ingestor:
             msg = parse_message(item.raw)
         except NotAMessage as exc:
             return self._quarantine(item, key, f"not an e-mail message: {exc}")
+        msg = preprocess(msg)
         raw_sha = self.rt.blobs.put(item.raw)
         with self.rt.db.transaction() as session:
             ctx = Context(self.rt, session, self.rt.clock.now(), raw_sha, item)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from maild.classify import DEFAULT_RULES
+from maild.classify import default_rules
 from maild.clock import ManualClock
 from maild.db import Database
 from maild.ingest import InboundItem, Ingestor, Runtime, dedupe_key
@@ -161,7 +161,7 @@ def test_handler_error_quarantines_instead_of_blocking(rt):
     def broken(ctx, msg):
         raise RuntimeError("boom")
 
-    res = ingest(rt, make_mail(), rules=[broken, *DEFAULT_RULES])
+    res = ingest(rt, make_mail(), rules=[broken, *default_rules()])
     assert res.outcome == "quarantine" and "boom" in res.detail
     assert tickets(rt) == []
     assert len(outbox(rt, "alert")) == 1

@@ -1,0 +1,1 @@
+"""Operators working by e-mail: replies, commands, lifecycle (issue 3)."""
