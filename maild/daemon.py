@@ -98,9 +98,17 @@ class Daemon:
         done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
         for t in pending:
             t.cancel()
+        crashed = False
         for t in done:
             if not t.cancelled() and t.exception() is not None:
                 log.error("task_failed", error=repr(t.exception()))
+                crashed = True
+        if crashed and not self.stopping.is_set() and not self.reload.is_set():
+            # a task died: restart everything, but not in a tight loop
+            try:
+                await asyncio.wait_for(self.stopping.wait(), 5)
+            except asyncio.TimeoutError:
+                pass
 
     async def _watchdog(self) -> None:
         interval = systemd.watchdog_interval()

@@ -58,6 +58,7 @@ class Scheduler:
 
     async def run(self, stopping: asyncio.Event) -> None:
         if not self.jobs:
+            await stopping.wait()
             return
         while not stopping.is_set():
             nxt = await asyncio.to_thread(self.run_once)
