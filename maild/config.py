@@ -124,6 +124,7 @@ class MailboxConfig(Secret):
     folder: str = "INBOX"
     processed_folder: str = "maild/processed"
     quarantine_folder: str = "maild/quarantine"
+    receipts_folder: str = "maild/receipts"  # PEC receipts that match no ticket
     idle: bool = True
     poll_interval: float = Field(60, gt=0)
     fetch_batch: int = Field(250, gt=0, le=5000)
@@ -140,6 +141,13 @@ class MailboxConfig(Secret):
         if self.port:
             return self.port
         return 993 if self.security == "ssl" else 143
+
+    def folder_for(self, destination: str) -> str:
+        """IngestResult.folder ("processed", "quarantine", "receipts") -> folder name."""
+        return {
+            "quarantine": self.quarantine_folder,
+            "receipts": self.receipts_folder,
+        }.get(destination, self.processed_folder)
 
 
 class SmtpConfig(Secret):

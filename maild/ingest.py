@@ -34,7 +34,13 @@ from maild.parse import NotAMessage, parse_message
 log = get_logger("maild.ingest")
 
 # where a source should put the message once its outcome is committed
-PROCESSED, QUARANTINE = "processed", "quarantine"
+PROCESSED, QUARANTINE, RECEIPTS = "processed", "quarantine", "receipts"
+# outcomes whose message belongs elsewhere than the processed folder
+FOLDER_OF_OUTCOME = {
+    "quarantine": QUARANTINE,
+    "too_large": QUARANTINE,
+    "pec_receipt_unmatched": RECEIPTS,
+}
 
 
 class TemporaryFailure(Exception):
@@ -168,7 +174,7 @@ class Ingestor:
             row = s.scalars(select(InboundMessage).where(cond).limit(1)).first()
         if row is None:
             return None
-        folder = QUARANTINE if row.outcome in ("quarantine", "too_large") else PROCESSED
+        folder = FOLDER_OF_OUTCOME.get(row.outcome, PROCESSED)
         return IngestResult(row.outcome, folder, duplicate=True, detail="already recorded")
 
     def _process(self, item: InboundItem, key: str) -> IngestResult:
@@ -196,7 +202,8 @@ class Ingestor:
             mailbox=item.mailbox,
             uid=item.uid,
         )
-        return IngestResult(outcome, PROCESSED, number, detail=decision.reason or None)
+        folder = FOLDER_OF_OUTCOME.get(outcome, PROCESSED)
+        return IngestResult(outcome, folder, number, detail=decision.reason or None)
 
     def _record(
         self,

@@ -18,7 +18,7 @@ import aioimaplib
 from aioimaplib.aioimaplib import Command
 
 from maild.config import MailboxConfig
-from maild.ingest import QUARANTINE, InboundItem, IngestResult, TemporaryFailure
+from maild.ingest import InboundItem, IngestResult, TemporaryFailure
 from maild.log import get_logger
 
 log = get_logger("maild.imap")
@@ -109,7 +109,7 @@ class ImapSource:
             await self._starttls(client)
         password = cfg.password.get_secret_value() if cfg.password else ""
         _check(await client.login(cfg.username, password), "LOGIN")
-        for folder in (cfg.processed_folder, cfg.quarantine_folder):
+        for folder in (cfg.processed_folder, cfg.quarantine_folder, cfg.receipts_folder):
             await client.create(_quote(folder))  # NO when it exists: fine
         resp = _check(await client.select(_quote(cfg.folder)), f"SELECT {cfg.folder}")
         m = next((_UIDVALIDITY.search(x) for x in resp.lines if _UIDVALIDITY.search(x)), None)
@@ -159,11 +159,7 @@ class ImapSource:
             for uid, raw in parse_fetch(resp.lines):
                 item = InboundItem(raw, self.cfg.name, self.uidvalidity, uid)
                 result = await self.ingest(item)
-                folder = (
-                    self.cfg.quarantine_folder
-                    if result.folder == QUARANTINE
-                    else self.cfg.processed_folder
-                )
+                folder = self.cfg.folder_for(result.folder)
                 moves.setdefault(folder, []).append(uid)
                 handled += 1
         finally:

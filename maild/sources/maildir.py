@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from maild.config import MailboxConfig
-from maild.ingest import QUARANTINE, InboundItem, IngestResult, TemporaryFailure
+from maild.ingest import InboundItem, IngestResult, TemporaryFailure
 from maild.log import get_logger
 
 log = get_logger("maild.maildir")
@@ -39,8 +39,8 @@ class MaildirSource:
         self.wakeup = asyncio.Event()
         ensure_maildir(self.root)
         self.targets = {
-            "processed": subfolder(self.root, cfg.processed_folder),
-            QUARANTINE: subfolder(self.root, cfg.quarantine_folder),
+            dest: subfolder(self.root, cfg.folder_for(dest))
+            for dest in ("processed", "quarantine", "receipts")
         }
         for t in self.targets.values():
             ensure_maildir(t)
@@ -62,7 +62,7 @@ class MaildirSource:
             except FileNotFoundError:  # taken by someone else
                 continue
             result = await self.ingest(InboundItem(raw, self.cfg.name))
-            target = self.targets[QUARANTINE if result.folder == QUARANTINE else "processed"]
+            target = self.targets.get(result.folder, self.targets["processed"])
             os.replace(path, target / "cur" / path.name)
             n += 1
         return n
