@@ -66,6 +66,8 @@ class ServiceConfig(_Model):
     ack_rate_limit: int = Field(10, ge=0)  # acknowledgements per sender per hour
     templates_dir: Path | None = None
     default_priority: PriorityName = "MEDIA"
+    # authserv-id of the consortium MTA's Authentication-Results (RFC 8601); None: any
+    trusted_authserv_id: str | None = None
 
     _chk_addr = field_validator("address", "operators_address", "comment_address")(
         lambda v: None if v is None else _email(v)
@@ -246,6 +248,19 @@ class SlaConfig(_Model):
         return v
 
 
+class LifecycleConfig(_Model):
+    """Ticket lifecycle and who may add to a ticket (maild.operators)."""
+
+    # a resolved ticket closes after this many working days (the contract's warranty)
+    warranty_working_days: int = Field(10, ge=0)
+    # people the requester puts in To/Cc follow the ticket and may write on it
+    watchers: bool = True
+    # any address of the ticket's ente may write on it
+    same_ente_follow_up: bool = False
+    # subjects that ask for the sender's open tickets
+    status_subjects: list[str] = ["stato", "i miei ticket", "status"]
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -259,6 +274,7 @@ class Config(_Model):
     operator: list[OperatorConfig] = []
     ente: list[EnteConfig] = []
     sla: SlaConfig = SlaConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
     logging: LoggingConfig = LoggingConfig()
     source: Path | None = None  # the file this was loaded from
 
