@@ -1,0 +1,208 @@
+"""Crash test: SIGKILL the real daemon at random moments while it ingests from Dovecot.
+
+At the end: exactly one ticket per new message, every follow-up on its ticket, exactly one
+acknowledgement per ticket (at most one extra per kill), every message in the processed
+folder, and a clean SIGTERM stop within 10 s.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+
+from .conftest import IMAP_PASS, ROOT
+from .mails import make_mail
+
+N_NEW, N_FOLLOW, KILLS = 160, 40, 5
+DOMAINS = ["comune.vaiano-cremasco.cr.it", "comune.bagnolo-cremasco.cr.it", "comune.crema.example"]
+
+
+def write_config(state_dir: Path, imap_port: int, smtp_port: int) -> Path:
+    (state_dir / "imap.secret").write_text(IMAP_PASS)
+    path = state_dir / "maild.toml"
+    path.write_text(
+        f"""
+[service]
+name = "Supporto Consorzio"
+address = "supporto@consorzio.example"
+operators_address = "operatori@consorzio.example"
+state_dir = "{state_dir}"
+ack_rate_limit = 1000
+
+[logging]
+format = "json"
+level = "warning"
+
+[[mailbox]]
+name = "supporto"
+type = "imap"
+host = "127.0.0.1"
+port = {imap_port}
+security = "none"
+username = "supporto"
+password_file = "{state_dir / "imap.secret"}"
+poll_interval = 1
+fetch_batch = 50
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+retry_base = 0.2
+retry_max = 1
+
+[[ente]]
+name = "Comune di Vaiano Cremasco"
+domains = ["comune.vaiano-cremasco.cr.it"]
+profile = "PRO"
+province = "CR"
+"""
+    )
+    return path
+
+
+def build_mails(rng: random.Random) -> tuple[list[bytes], dict[str, str]]:
+    """New requests first, then follow-ups to some of them (In-Reply-To their request)."""
+    mails, follow_of = [], {}
+    for i in range(N_NEW):
+        sender = f"utente{i}@{DOMAINS[i % len(DOMAINS)]}"
+        mails.append(
+            make_mail(
+                sender=sender,
+                subject=f"Richiesta {i}: PC non si avvia",
+                message_id=f"<new.{i}@comune.example>",
+                body=f"Richiesta numero {i}.\n"
+                + "Testo della segnalazione.\n" * rng.randint(1, 40),
+            )
+        )
+    for j, i in enumerate(rng.sample(range(N_NEW), N_FOLLOW)):
+        mid = f"<follow.{j}@comune.example>"
+        follow_of[mid] = f"<new.{i}@comune.example>"
+        mails.append(
+            make_mail(
+                sender=f"utente{i}@{DOMAINS[i % len(DOMAINS)]}",
+                subject=f"R: Richiesta {i}: PC non si avvia",
+                message_id=mid,
+                in_reply_to=f"<new.{i}@comune.example>",
+                references=f"<new.{i}@comune.example>",
+                body="Aggiungo: ora fa un suono strano.\n",
+            )
+        )
+    return mails, follow_of
+
+
+def count_rows(db: Path, table: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as c:
+            return c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    except sqlite3.Error:  # schema not created yet
+        return 0
+
+
+def start(config: Path, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "maild.cli", "--config", str(config), "run"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(imap, smtp, state_dir):
+    sink, smtp_port = smtp
+    seed = int(os.environ.get("MAILD_CRASH_SEED", time.time_ns() % 10_000))
+    rng = random.Random(seed)
+    print(f"crash test seed {seed} (MAILD_CRASH_SEED to replay)")
+    mails, follow_of = build_mails(rng)
+    conn = imap.connect()
+    for raw in mails:
+        conn.append("INBOX", None, None, raw)
+    conn.logout()
+    config = write_config(state_dir, imap.port, smtp_port)
+    db = state_dir / "maild.db"
+    total = len(mails)
+    # kill points: mostly while ingesting (by progress), some at a random time after start
+    thresholds = sorted(rng.sample(range(5, total - 5), KILLS))
+    log = open(state_dir / "daemon.log", "ab")
+    kills = 0
+    for k, threshold in enumerate(thresholds):
+        proc = start(config, log)
+        deadline = time.monotonic() + 60
+        by_time = k % 2 == 1
+        delay = rng.uniform(0.3, 1.5)
+        t0 = time.monotonic()
+        while time.monotonic() < deadline:
+            if by_time and time.monotonic() - t0 >= delay:
+                break
+            if not by_time and count_rows(db, "inbound_messages") >= threshold:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"daemon exited by itself with {proc.returncode}; see daemon.log")
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    assert kills == KILLS
+
+    # the last run goes to the end and is stopped with SIGTERM
+    proc = start(config, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if count_rows(db, "inbound_messages") >= total and imap.count("INBOX") == 0:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+                pending = c.execute(
+                    "SELECT count(*) FROM outbox WHERE status != 'sent'"
+                ).fetchone()[0]
+            if pending == 0:
+                break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the daemon did not finish the mailbox in 120 s")
+    t_stop = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    assert time.monotonic() - t_stop < 10
+    log.close()
+
+    with sqlite3.connect(db) as c:
+        tickets = dict(c.execute("SELECT origin_message_id, id FROM tickets").fetchall())
+        n_tickets = c.execute("SELECT count(*) FROM tickets").fetchone()[0]
+        inbound = dict(c.execute("SELECT message_id, ticket_id FROM inbound_messages").fetchall())
+        outcomes = collections.Counter(
+            r[0] for r in c.execute("SELECT outcome FROM inbound_messages")
+        )
+        numbers = sorted(r[0] for r in c.execute("SELECT seq FROM tickets"))
+    # exactly one ticket per new message, numbered without gaps
+    assert n_tickets == N_NEW == len(tickets)
+    assert numbers == list(range(1, N_NEW + 1))
+    assert outcomes == {"new_ticket": N_NEW, "follow_up": N_FOLLOW}
+    # every follow-up on its ticket
+    for follow, original in follow_of.items():
+        assert inbound[follow] == tickets[original]
+    # every message in the processed folder, none left behind
+    assert imap.count("INBOX") == 0
+    assert imap.count("maild/processed") == total
+    # acknowledgements: one per ticket, at most one extra per kill
+    acks = collections.Counter()
+    for _, _, data in sink.messages:
+        msg = message_from_bytes(data, policy=default_policy)
+        if msg["X-Maild-Kind"] == "ack":
+            acks[msg["X-Maild-Ticket"]] += 1
+    assert len(acks) == N_NEW
+    assert sum(acks.values()) <= N_NEW + KILLS, sum(acks.values())
