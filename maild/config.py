@@ -215,6 +215,12 @@ class EnteConfig(_Model):
         return v
 
 
+class EscalationLevel(_Model):
+    fraction: float = Field(gt=0)  # of the target: 0.75, 1.0, 1.5
+    notify: list[Literal["operators", "coordinators", "referent", "assignee"]]
+    enabled: bool = True
+
+
 class SlaConfig(_Model):
     take_charge_hours: dict[PriorityName, float] = {"ALTA": 8, "MEDIA": 12, "BASSA": 16}
     compliance_threshold: float = Field(0.9, gt=0, le=1)
@@ -228,6 +234,17 @@ class SlaConfig(_Model):
     }
     # working time; see config/maild.example.toml ([sla.calendar])
     calendar: dict = {}
+    # escalation levels as fractions of each target (maild.sla.escalation)
+    escalation: list[EscalationLevel] = [
+        EscalationLevel(fraction=0.75, notify=["operators"]),
+        EscalationLevel(fraction=1.0, notify=["coordinators"]),
+        EscalationLevel(fraction=1.5, notify=["referent", "coordinators"], enabled=False),
+    ]
+    # optional resolution targets (working hours; the clock pauses while in_attesa)
+    resolution_hours: dict[PriorityName, float] = {}
+    # daily digest of overdue tickets to the coordinators; None: start of the working day
+    digest: bool = True
+    digest_time: time | None = None
 
     @field_validator("take_charge_hours")
     @classmethod
@@ -238,6 +255,14 @@ class SlaConfig(_Model):
         if any(h <= 0 for h in v.values()):
             raise ValueError("targets must be positive hours")
         return v
+
+    @field_validator("escalation")
+    @classmethod
+    def _levels(cls, v: list[EscalationLevel]) -> list[EscalationLevel]:
+        percents = [round(level.fraction * 100) for level in v]
+        if len(percents) != len(set(percents)):
+            raise ValueError("two escalation levels share a fraction")
+        return sorted(v, key=lambda level: level.fraction)
 
     @field_validator("calendar")
     @classmethod
