@@ -68,6 +68,9 @@ class Ticket(Base):
         UniqueConstraint("year", "seq"),
         Index("ix_tickets_status_sla", "status", "sla_due_at"),
         Index("ix_tickets_requester", "requester_email", "status"),
+        Index("ix_tickets_sla_check", "sla_check_at"),  # the escalation check reads only these
+        Index("ix_tickets_assignee", "assignee", "status"),
+        Index("ix_tickets_overdue", "overdue", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -89,6 +92,9 @@ class Ticket(Base):
     updated_at: Mapped[datetime]
     taken_at: Mapped[datetime | None]
     sla_due_at: Mapped[datetime | None]
+    # when the SLA escalation check must next look at this ticket (maild.sla.escalation)
+    sla_check_at: Mapped[datetime | None]
+    overdue: Mapped[bool] = mapped_column(Boolean, default=False)  # scaduto: a deadline passed
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
@@ -201,3 +207,6 @@ class TicketEvent(Base):
     field: Mapped[str] = mapped_column(String(40))
     old_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str | None] = mapped_column(Text)
+
+
+from maild.sla import models as _sla_models  # noqa: E402,F401
