@@ -25,6 +25,13 @@ from pydantic import (
     model_validator,
 )
 
+from maild.backup.config import (
+    BackupJobConfig,
+    BackupRuleConfig,
+    BackupSettings,
+    check_backup_config,
+)
+
 Profile = Literal["MINIMAL", "BASIC", "PRO", "ENTERPRISE"]
 PriorityName = Literal["ALTA", "MEDIA", "BASSA"]
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -205,13 +212,13 @@ class EnteConfig(_Model):
     @classmethod
     def _days(cls, v: list[str]) -> list[str]:
         for d in v:
-            if re.fullmatch(r"\d{2}-\d{2}", d):
-                date(2024, int(d[:2]), int(d[3:]))  # 2024: leap year accepts 02-29
-            else:
-                try:
+            try:
+                if re.fullmatch(r"\d{2}-\d{2}", d):
+                    date(2024, int(d[:2]), int(d[3:]))  # 2024: leap year accepts 02-29
+                else:
                     date.fromisoformat(d)
-                except ValueError as e:
-                    raise ValueError(f"{d!r} is neither YYYY-MM-DD nor MM-DD") from e
+            except ValueError as e:
+                raise ValueError(f"{d!r} is neither a YYYY-MM-DD nor a MM-DD date") from e
         return v
 
 
@@ -301,6 +308,9 @@ class Config(_Model):
     sla: SlaConfig = SlaConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     logging: LoggingConfig = LoggingConfig()
+    backup_job: list[BackupJobConfig] = []
+    backup_rule: list[BackupRuleConfig] = []
+    backup: BackupSettings = BackupSettings()
     source: Path | None = None  # the file this was loaded from
 
     @model_validator(mode="after")
@@ -314,6 +324,7 @@ class Config(_Model):
                 if d in seen:
                     raise ValueError(f"domain {d!r} belongs to both {seen[d]!r} and {e.name!r}")
                 seen[d] = e.name
+        check_backup_config(self)  # jobs name configured enti and known products
         return self
 
     @property
@@ -354,11 +365,13 @@ def _location(loc: tuple) -> str:
 
 def _read_secret(path: Path, where: str, source: Path | None) -> SecretStr:
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    candidates = [path]
-    if creds and not path.is_absolute():
-        candidates.insert(0, Path(creds) / path)
-    elif creds:
+    candidates: list[Path] = []
+    if creds:  # systemd LoadCredential=: the credential's name is the file's name
         candidates.append(Path(creds) / path.name)
+    if path.is_absolute():
+        candidates.insert(0, path)
+    elif source is not None:
+        candidates.append(source.parent / path)  # relative to the configuration file
     for p in candidates:
         try:
             return SecretStr(p.read_text(encoding="utf-8").strip())
@@ -395,9 +408,11 @@ def config_from_dict(data: dict, source: Path | None = None) -> Config:
     try:
         cfg = Config.model_validate({**data, "source": source})
     except ValidationError as e:
-        lines = [
-            f"{source or '<config>'}: {_location(err['loc'])}: {err['msg']}" for err in e.errors()
-        ]
+        lines = []
+        for err in e.errors():
+            given = err.get("input")
+            shown = f" (given: {given!r})" if isinstance(given, str | int | float) else ""
+            lines.append(f"{source or '<config>'}: {_location(err['loc'])}: {err['msg']}{shown}")
         raise ConfigError("\n".join(lines)) from None
     # resolve secrets now, so a missing file is a start-up error, not a 3 a.m. surprise
     mailboxes = []

@@ -107,7 +107,7 @@ class Daemon:
             # a task died: restart everything, but not in a tight loop
             try:
                 await asyncio.wait_for(self.stopping.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _watchdog(self) -> None:
@@ -126,6 +126,8 @@ class Daemon:
             new = self.loader(self.config_path)
         except ConfigError as e:
             log.error("reload_rejected", error=str(e))
+            # visible in `systemctl status maild`
+            systemd.notify(f"STATUS=configuration rejected, still running on the old one: {e}")
             return
         log.info("reloading_configuration", path=str(self.config_path))
         self.cfg = new
