@@ -210,3 +210,4 @@ class TicketEvent(Base):
 
 
 from maild.sla import models as _sla_models  # noqa: E402,F401
+from maild.backup import models as _backup_models  # noqa: E402,F401
