@@ -1,0 +1,241 @@
+"""SLA escalation: warnings before a deadline, the overdue mark ("scaduto") when it passes.
+
+Levels are fractions of each target (config `[[sla.escalation]]`; default 75% reminder to
+the operators, 100% overdue to the coordinators, 150% to the ente's referent, off).
+
+Cost: the check reads only tickets whose `sla_check_at` has come, through its index, and
+sets each one's next moment (the next level, or the deadline); a ticket no clock runs for
+gets NULL and is never read again unless something changes it (see maild.sla.models).
+
+Exactly once: a fired level is a row in `sla_escalations` (unique per ticket, target and
+level), inserted in the transaction that queues its mails; tickets are claimed with
+`FOR UPDATE SKIP LOCKED`, so instances share the work. A priority change moves the
+deadline; levels already fired stay fired, the others follow the new deadline.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from maild.config import Config, EscalationLevel
+from maild.log import get_logger
+from maild.models import Ticket
+from maild.notify import Outgoing
+from maild.sla.deadline import OPEN, TargetClock, ticket_clocks
+from maild.sla.models import TAKE_CHARGE, SlaEscalation
+from maild.tickets import record_event
+
+if TYPE_CHECKING:
+    from maild.ingest import Runtime
+    from maild.scheduler import PeriodicJob
+
+log = get_logger("maild.sla")
+
+BATCH = 200  # tickets per transaction
+RETRY = timedelta(seconds=5)  # due tickets another instance holds: look again soon
+OPEN_LIST_LIMIT = 50  # open tickets of the assignee listed in the overdue mail
+
+
+def percent(level: EscalationLevel) -> int:
+    return round(level.fraction * 100)
+
+
+def template_for(level: EscalationLevel) -> str:
+    if level.fraction < 1:
+        return "sla_reminder"
+    return "sla_overdue" if percent(level) == 100 else "sla_escalation"
+
+
+def coordinators(cfg: Config) -> list[str]:
+    found = [o.email for o in cfg.operator if o.role == "coordinator"]
+    return found or [cfg.service.operators_address]
+
+
+class EscalationJob:
+    name = "sla_escalation"
+
+    def __init__(self, batch: int = BATCH) -> None:
+        self.batch = batch
+
+    def run_due(self, rt: Runtime) -> datetime | None:
+        now = rt.clock.now()
+        while self.check(rt, now) == self.batch:
+            pass
+        with rt.db.session() as s:
+            nxt = s.scalar(select(func.min(Ticket.sla_check_at)))
+        if nxt is not None and nxt <= now:
+            return now + RETRY  # held by another instance, or changed since
+        return nxt
+
+    def check(self, rt: Runtime, now: datetime) -> int:
+        """Process one batch of due tickets in one transaction; returns how many."""
+        with rt.db.transaction() as s:
+            tickets = s.scalars(
+                select(Ticket)
+                .where(Ticket.sla_check_at <= now)
+                .order_by(Ticket.sla_check_at, Ticket.id)
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not tickets:
+                return 0
+            fired = set(
+                s.execute(
+                    select(
+                        SlaEscalation.ticket_id, SlaEscalation.target, SlaEscalation.level
+                    ).where(SlaEscalation.ticket_id.in_([t.id for t in tickets]))
+                ).all()
+            )
+            for ticket in tickets:
+                self._evaluate(rt, s, ticket, now, fired)
+            return len(tickets)
+
+    def _evaluate(
+        self, rt: Runtime, s: Session, ticket: Ticket, now: datetime, fired: set[tuple]
+    ) -> None:
+        levels = [lv for lv in rt.cfg.sla.escalation if lv.enabled]
+        moments: list[datetime] = []
+        for clock in ticket_clocks(rt.cfg, s, ticket, now):
+            if not clock.running:
+                continue  # taken in charge / resolved: no more warnings for this target
+            if clock.reached(1.0) and not ticket.overdue:
+                ticket.overdue = True
+                record_event(s, ticket, now, "maild", "overdue", "False", "True")
+            elif not clock.reached(1.0):
+                moments.append(clock.moment(now, 1.0))  # the overdue mark needs no level
+            for level in levels:
+                if (ticket.id, clock.target, percent(level)) in fired:
+                    continue
+                if clock.reached(level.fraction):
+                    self._fire(rt, s, ticket, clock, level, now)
+                else:
+                    moments.append(clock.moment(now, level.fraction))
+        ticket.sla_check_at = min(moments) if moments else None
+
+    def _fire(
+        self,
+        rt: Runtime,
+        s: Session,
+        ticket: Ticket,
+        clock: TargetClock,
+        level: EscalationLevel,
+        now: datetime,
+    ) -> None:
+        insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        row_id = s.execute(
+            insert(SlaEscalation)
+            .values(
+                ticket_id=ticket.id,
+                target=clock.target,
+                level=percent(level),
+                priority=ticket.priority,
+                fired_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(SlaEscalation.id)
+        ).scalar()
+        if row_id is None:
+            return  # fired before (the unique constraint is the last word)
+        log.info(
+            "sla_level_reached",
+            ticket=ticket.number,
+            target=clock.target,
+            level=percent(level),
+            priority=ticket.priority,
+        )
+        for out in self._mails(rt, s, ticket, clock, level, now):
+            rt.notifier.enqueue(s, out, now)
+
+    def _mails(
+        self,
+        rt: Runtime,
+        s: Session,
+        ticket: Ticket,
+        clock: TargetClock,
+        level: EscalationLevel,
+        now: datetime,
+    ) -> list[Outgoing]:
+        cfg = rt.cfg
+        ente = cfg.ente_by_name(ticket.ente) if ticket.ente else None
+        internal: list[str] = []
+        if "operators" in level.notify:
+            internal.append(cfg.service.operators_address)
+        if "coordinators" in level.notify:
+            internal += coordinators(cfg)
+        if "assignee" in level.notify and ticket.assignee:
+            internal.append(ticket.assignee)
+        internal = list(dict.fromkeys(internal))
+        referent = ente.referent if ente and "referent" in level.notify else None
+        context = dict(
+            ticket=ticket,
+            ente=ente,
+            target=clock.target,
+            level=percent(level),
+            due_at=self._deadline(ticket, clock, now),
+            hours=round(clock.total.total_seconds() / 3600, 2),
+            elapsed_hours=round(clock.elapsed.total_seconds() / 3600, 2),
+            now=now,
+            for_referent=False,
+            open_tickets=(self._open_tickets(s, ticket.assignee) if percent(level) >= 100 else []),
+        )
+        kind = template_for(level)
+        outs = []
+        if internal:
+            subj, text, html = rt.notifier.render(kind, **context)
+            outs.append(self._out(kind, ticket, internal, [], subj, text, html))
+        if referent:
+            context.update(for_referent=True, open_tickets=[])
+            subj, text, html = rt.notifier.render(kind, **context)
+            # the referent's copy says nothing internal; coordinators see it was sent
+            outs.append(self._out(kind, ticket, [referent], coordinators(cfg), subj, text, html))
+        return outs
+
+    @staticmethod
+    def _deadline(ticket: Ticket, clock: TargetClock, now: datetime) -> datetime | None:
+        if clock.target == TAKE_CHARGE:
+            return ticket.sla_due_at
+        return None if clock.reached(1.0) else clock.moment(now, 1.0)
+
+    @staticmethod
+    def _out(kind, ticket, to, cc, subj, text, html) -> Outgoing:
+        origin = [ticket.origin_message_id] if ticket.origin_message_id else []
+        return Outgoing(
+            kind=kind,
+            ticket=ticket,
+            to=to,
+            cc=[a for a in cc if a not in to],
+            subject=subj,
+            text=text,
+            html=html,
+            references=origin,
+            auto_submitted="auto-generated",
+        )
+
+    @staticmethod
+    def _open_tickets(s: Session, assignee: str | None) -> list[Ticket]:
+        if not assignee:
+            return []
+        return list(
+            s.scalars(
+                select(Ticket)
+                .where(Ticket.assignee == assignee, Ticket.status.in_(OPEN))
+                .order_by(Ticket.sla_due_at, Ticket.id)
+                .limit(OPEN_LIST_LIMIT)
+            )
+        )
+
+
+def sla_jobs(cfg: Config) -> list[PeriodicJob]:
+    """The SLA's periodic jobs, for maild.scheduler.default_jobs."""
+    from maild.sla.digest import DigestJob
+
+    jobs: list[PeriodicJob] = [EscalationJob()]
+    if cfg.sla.digest:
+        jobs.append(DigestJob())
+    return jobs
