@@ -106,7 +106,7 @@ def decode_part(part: email.message.Message) -> str:
 
 
 def _is_attachment(part: email.message.Message) -> bool:
-    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
     return disposition == "attachment"
 
 
