@@ -114,3 +114,41 @@ async def test_imap_outage_reconnects(imap, smtp, state_dir):
         imap.append(make_mail(subject="dopo la riconnessione"))
         await asyncio.to_thread(sink.wait_for, 2, 15)
         await wait_until(lambda: imap.count("maild/processed") == 1)
+
+
+async def test_bad_message_goes_to_quarantine_and_does_not_block(imap, smtp, state_dir):
+    sink, port = smtp
+    imap.append(b"\x00\x01\x02 not an e-mail \xff\r\n" * 20)
+    imap.append(make_mail(subject="dopo il messaggio rotto"))
+    cfg = make_config(state_dir, imap=imap, smtp_port=port)
+    async with running(cfg):
+        await asyncio.to_thread(sink.wait_for, 3, 15)
+        await wait_until(lambda: imap.count("maild/quarantine") == 1)
+        await wait_until(lambda: imap.count("maild/processed") == 1)
+        assert imap.count("INBOX") == 0
+        to_ops = sink.to("operatori@consorzio.example")
+        [alert] = [m for m in to_ops if m["X-Maild-Kind"] == "alert"]
+        assert "quarantena" in alert["Subject"]
+        assert len(sink.to("m.rossi@comune.vaiano-cremasco.cr.it")) == 1
+
+
+async def test_large_backlog_is_read_in_batches(imap, smtp, state_dir):
+    """More messages than one UID FETCH batch: all processed, none twice."""
+    sink, port = smtp
+    conn = imap.connect()
+    for i in range(30):
+        conn.append(
+            "INBOX",
+            None,
+            None,
+            make_mail(sender=f"u{i}@comune.crema.example", subject=f"backlog {i}"),
+        )
+    conn.logout()
+    cfg = make_config(state_dir, imap=imap, smtp_port=port)
+    mb = cfg.mailbox[0].model_copy(update={"fetch_batch": 7})
+    cfg = cfg.model_copy(update={"mailbox": [mb]})
+    async with running(cfg) as daemon:
+        await asyncio.to_thread(sink.wait_for, 60, 30)
+        await wait_until(lambda: imap.count("maild/processed") == 30)
+        with daemon.runtime.db.session() as s:
+            assert len(s.scalars(select(Ticket)).all()) == 30
