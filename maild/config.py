@@ -138,6 +138,7 @@ class MailboxConfig(Secret):
     poll_interval: float = Field(60, gt=0)
     fetch_batch: int = Field(250, gt=0, le=5000)
     timeout: float = Field(30, gt=0)
+    tls_ca_file: Path | None = None  # a private CA for the server's certificate
 
     @model_validator(mode="after")
     def _kind(self) -> MailboxConfig:
@@ -170,6 +171,7 @@ class SmtpConfig(Secret):
     max_attempts: int = Field(0, ge=0)  # 0: retry forever
     retry_base: float = Field(30, gt=0)  # seconds, doubled each attempt
     retry_max: float = Field(3600, gt=0)
+    tls_ca_file: Path | None = None  # a private CA for the server's certificate
 
     @model_validator(mode="after")
     def _kind(self) -> SmtpConfig:

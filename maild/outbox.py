@@ -53,7 +53,11 @@ class SmtpTransport:
             use_tls=cfg.security == "ssl",
             start_tls=cfg.security == "starttls",
             timeout=cfg.timeout,
-            tls_context=ssl.create_default_context() if cfg.security != "none" else None,
+            tls_context=(
+                ssl.create_default_context(cafile=str(cfg.tls_ca_file) if cfg.tls_ca_file else None)
+                if cfg.security != "none"
+                else None
+            ),
         )
         await client.connect()
         if cfg.username and cfg.password is not None:

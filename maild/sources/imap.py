@@ -87,7 +87,9 @@ class ImapSource:
     ) -> None:
         self.cfg = cfg
         self.ingest = ingest
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.ssl_context = ssl_context or ssl.create_default_context(
+            cafile=str(cfg.tls_ca_file) if cfg.tls_ca_file else None
+        )
         self.max_backoff = max_backoff
         self.idle_timeout = idle_timeout
         self.client: aioimaplib.IMAP4 | None = None
