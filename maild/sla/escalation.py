@@ -146,7 +146,7 @@ class EscalationJob:
             "sla_level_reached",
             ticket=ticket.number,
             target=clock.target,
-            level=percent(level),
+            percent=percent(level),
             priority=ticket.priority,
         )
         for out in self._mails(rt, s, ticket, clock, level, now):
