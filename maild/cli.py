@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     tsh.add_argument("number")
     tsh.add_argument("--json", action="store_true")
     tsh.set_defaults(fn=cmd_ticket)
+    from maild.sla.report import add_cli as sla_cli
+
+    sla_cli(sub)  # maild sla report --month YYYY-MM [--ente NAME] [--format text|json|csv]
     return p
 
 

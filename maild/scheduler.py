@@ -31,6 +31,9 @@ class PeriodicJob(Protocol):
 def default_jobs(rt: Runtime) -> list[PeriodicJob]:
     """The jobs the daemon runs, given the configuration."""
     jobs: list[PeriodicJob] = []
+    from maild.sla.escalation import sla_jobs
+
+    jobs.extend(sla_jobs(rt.cfg))  # SLA escalation levels, daily digest of overdue tickets
     return jobs
 
 
