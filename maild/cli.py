@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     from maild.sla.report import add_cli as sla_cli
 
     sla_cli(sub)  # maild sla report --month YYYY-MM [--ente NAME] [--format text|json|csv]
+    from maild.backup import status as backup_status
+
+    backup_status.register(sub, _config)  # maild backup status [--json]
     return p
 
 
