@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from maild import autodetect, subject
+from maild.config import Config
 from maild.models import Ticket
 from maild.tickets import ticket_by_number, ticket_by_references
 
@@ -87,10 +88,31 @@ def rule_automatic(ctx: Context, msg: ParsedMessage) -> Decision | None:
 
 
 def rule_follow_up(ctx: Context, msg: ParsedMessage) -> Decision | None:
+    """Only the ticket's people may add to it; anyone else quoting its tag or Message-ID
+    gets a ticket of their own, and learns nothing of the other one."""
     ticket = find_ticket(ctx, msg)
-    if ticket is not None:
+    if ticket is None:
+        return None
+    if may_follow_up(ctx.cfg, ticket, msg.sender.email):
         return Decision(Route.FOLLOW_UP, ticket=ticket)
-    return None
+    return Decision(
+        Route.NEW,
+        reason=f"{msg.sender.email} may not write on ticket {ticket.number}",
+        info={"attempted_ticket": ticket.number},
+    )
+
+
+def may_follow_up(cfg: Config, ticket: Ticket, sender: str) -> bool:
+    """The requester, the watchers (To/Cc of the requester's mail), operators and, when
+    configured, any address of the ticket's ente."""
+    if sender == ticket.requester_email or cfg.operator_by_email(sender) is not None:
+        return True
+    if cfg.lifecycle.watchers and sender in (ticket.watchers or []):
+        return True
+    if cfg.lifecycle.same_ente_follow_up and ticket.ente:
+        ente = cfg.ente_for(sender)
+        return ente is not None and ente.name == ticket.ente
+    return False
 
 
 def rule_new(ctx: Context, msg: ParsedMessage) -> Decision | None:

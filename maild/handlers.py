@@ -9,8 +9,9 @@ from maild import quoting, subject
 from maild.classify import Decision, Route
 from maild.ingest import Context, ack_allowed
 from maild.message import ParsedMessage
-from maild.models import Ticket
+from maild.models import CHIUSO, Ticket
 from maild.notify import Outgoing
+from maild.operators import lifecycle
 from maild.sla.deadline import take_charge_due
 from maild.sla.priority import Priority, requested_priority, strip_priority_tag
 from maild.tickets import add_inbound_article, create_ticket, record_event
@@ -80,6 +81,10 @@ def handle_new(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[st
         origin_message_id=msg.message_id,
     )
     ticket.sla_due_at = take_charge_due(cfg, ente, priority, ctx.now)
+    _add_watchers(ctx, ticket, msg)
+    for key in ("previous_ticket", "attempted_ticket"):
+        if key in decision.info:  # a closed ticket's reply, or a stranger's use of a tag
+            record_event(ctx.session, ticket, ctx.now, "maild", key, None, decision.info[key])
     add_inbound_article(
         ctx.session,
         ctx.rt.blobs,
@@ -150,6 +155,17 @@ def _operator_copy(
 def handle_follow_up(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[str, Ticket]:
     ticket = decision.ticket
     assert ticket is not None
+    sender = msg.sender.email
+    change = ""
+    if ctx.cfg.operator_by_email(sender) is None and not decision.bulk:
+        lifecycle.lock(ctx, ticket)
+        # in attesa -> in carico; resolved -> reopened within the warranty, else closed
+        change = lifecycle.requester_replied(ctx, ticket, sender)
+    if change == "closed" or (decision.bulk and ticket.status == CHIUSO):
+        info = {"previous_ticket": ticket.number}
+        reason = f"reply to closed ticket {ticket.number}"
+        return handle_new(ctx, msg, Decision(Route.NEW, None, reason, decision.bulk, info))
+    decision.info["status_change"] = change
     body = quoting.new_text(msg.text, msg.html)
     add_inbound_article(
         ctx.session,
@@ -160,8 +176,28 @@ def handle_follow_up(ctx: Context, msg: ParsedMessage, decision: Decision) -> tu
         raw_sha256=ctx.raw_sha256,
         now=ctx.now,
     )
+    if sender == ticket.requester_email:
+        _add_watchers(ctx, ticket, msg)
     _operator_copy(ctx, msg, ticket, "follow_up_copy", body, decision)
     return "follow_up", ticket
+
+
+def _add_watchers(ctx: Context, ticket: Ticket, msg: ParsedMessage) -> None:
+    """Whom the requester writes to besides us follows the ticket (when configured)."""
+    cfg = ctx.cfg
+    if not cfg.lifecycle.watchers:
+        return
+    own = cfg.service.own_addresses
+    new = [
+        a.email
+        for a in (*msg.to, *msg.cc)
+        if a.email not in own
+        and a.email != ticket.requester_email
+        and cfg.operator_by_email(a.email) is None
+    ]
+    merged = list(dict.fromkeys([*(ticket.watchers or []), *new]))
+    if merged != list(ticket.watchers or []):
+        ticket.watchers = merged  # a new list: JSON columns do not track in-place changes
 
 
 def handle_bounce(

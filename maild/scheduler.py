@@ -34,6 +34,9 @@ def default_jobs(rt: Runtime) -> list[PeriodicJob]:
     from maild.sla.escalation import sla_jobs
 
     jobs.extend(sla_jobs(rt.cfg))  # SLA escalation levels, daily digest of overdue tickets
+    from maild.operators.lifecycle import AutoCloseJob
+
+    jobs.append(AutoCloseJob())  # resolved tickets close after the warranty
     from maild.backup.monitor import periodic_jobs as backup_jobs
 
     jobs.extend(backup_jobs(rt))  # missing backup reports, morning summary
