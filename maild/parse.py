@@ -257,7 +257,9 @@ def _message_ids(value: str) -> list[str]:
         ids = [f"<{token}>" for token in re.split(r"[\s,;]+", value) if "@" in token]
         if not ids and value.strip() and len(value.split()) == 1:
             ids = [f"<{value.strip()}>"]
-    return [i for i in dict.fromkeys(ids) if i != "<>"]
+    # ids are keys in the database (998 = RFC 5322's line limit): cut the absurd ones the
+    # same way everywhere, so a reply still matches what its original was stored under
+    return [i[:997] + ">" if len(i) > 998 else i for i in dict.fromkeys(ids) if i != "<>"]
 
 
 # An encoded word may contain "," or "<" (bad encoders do it), which confuses getaddresses:

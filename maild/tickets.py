@@ -37,6 +37,7 @@ def next_seq(session: Session, year: int) -> int:
     ).scalar_one()
 
 
+# PostgreSQL enforces column lengths: hostile or broken headers are cut, never refused
 def create_ticket(
     session: Session,
     *,
@@ -62,8 +63,8 @@ def create_ticket(
         priority=priority,
         kind=kind,
         ente=ente,
-        requester_email=requester_email,
-        requester_name=requester_name,
+        requester_email=requester_email[:320],
+        requester_name=requester_name[:320],
         origin_message_id=origin_message_id,
         created_at=now,
         updated_at=now,
@@ -107,7 +108,7 @@ def add_inbound_article(
         ticket_id=ticket.id,
         direction=direction,
         internal=internal,
-        sender=msg.sender.email,
+        sender=msg.sender.email[:320],
         recipients=[a.email for a in (*msg.to, *msg.cc)],
         subject=msg.subject,
         date=msg.date or now,
@@ -120,11 +121,11 @@ def add_inbound_article(
     for att in msg.attachments:
         article.attachments.append(
             AttachmentRow(
-                filename=att.filename,
-                content_type=att.content_type,
+                filename=att.filename[-255:],  # keep the extension
+                content_type=att.content_type[:255],
                 size=len(att.data),
                 sha256=blobs.put(att.data),
-                content_id=att.content_id,
+                content_id=att.content_id[:998] if att.content_id else None,
                 inline=att.inline,
             )
         )

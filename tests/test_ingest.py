@@ -277,3 +277,17 @@ def test_concurrent_ingestion_gives_gap_free_numbers(rt):
     assert seqs == list(range(1, 17))
     with rt.db.session() as s:
         assert s.scalar(select(func.count()).select_from(InboundMessage)) == 16
+
+
+def test_hostile_header_lengths_are_cut_not_refused(rt):
+    """PostgreSQL enforces column lengths: a 2,000-character Message-ID or display name
+    must not send an ordinary request to quarantine."""
+    raw = make_mail(
+        name="N" * 600,
+        message_id="<" + "x" * 2000 + "@comune.example>",
+        attachments=[("a" * 400 + ".pdf", "application/pdf", b"%PDF")],
+    )
+    res = ingest(rt, raw)
+    assert res.outcome == "new_ticket", res.detail
+    [art] = articles(rt, "2026-000001")
+    assert art.attachments[0].filename.endswith(".pdf")
