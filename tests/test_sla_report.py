@@ -119,8 +119,13 @@ def test_report_figures_match_hand_computed_values(filled):
         "TOTALE": (10, 7, 2, 1, 0.7778, False, 4.0, 17.0),  # 7 of 9 decided
     }
     breaches = [(b.number, b.priority, b.taken_at is not None, b.hours) for b in report.breaches]
-    # the untaken ALTA: 1 h Monday + 8 h every working day 13-30 October (14 days)
-    assert breaches == [(numbers[4], "MEDIA", True, 17), (numbers[6], "ALTA", False, 1 + 14 * 8)]
+    # the untaken ALTA of a PRO comune: 1 h Monday, 8 h on each working day 13-30 October
+    # (14 days), and Saturday on-call: 4 h on the 17th and the 24th, 08:30-12:00 today
+    expected_hours = 1 + 14 * 8 + 4 + 4 + 3.5
+    assert breaches == [
+        (numbers[4], "MEDIA", True, 17),
+        (numbers[6], "ALTA", False, expected_hours),
+    ]
     assert report.breaches[1].due_at == at(10, 13, 17).isoformat()
 
     with db.session() as s:
