@@ -137,12 +137,30 @@ def cmd_deliver(args: argparse.Namespace) -> int:
 
 
 def cmd_ticket(args: argparse.Namespace) -> int:
-    from maild import queries
+    from sqlalchemy.exc import SQLAlchemyError
 
-    cfg = _config(args)
     from maild.db import Database
 
+    cfg = _config(args)
     db = Database(cfg.database_url)
+    try:
+        if db.is_empty():
+            print(
+                "no tickets yet: the database is empty (maild run or maild db upgrade creates it)",
+                file=sys.stderr,
+            )
+            return 1
+        return _ticket(args, cfg, db)
+    except SQLAlchemyError as e:
+        print(f"maild: cannot read the database {db.engine.url!r}: {e}", file=sys.stderr)
+        return EX_TEMPFAIL
+    finally:
+        db.dispose()
+
+
+def _ticket(args: argparse.Namespace, cfg: Config, db) -> int:
+    from maild import queries
+
     if args.ticket_cmd == "list":
         rows = queries.list_tickets(db, cfg, status=args.status)
         if args.json:
