@@ -43,15 +43,21 @@ ANOMALY_NOTE = (
 # --- envelopes ----------------------------------------------------------------------------
 
 
-def open_envelope(msg: ParsedMessage) -> ParsedMessage:
+def open_envelope(msg: ParsedMessage, _depth: int = 0) -> ParsedMessage:
     """A PEC transport or anomaly envelope becomes the message it carries; anything else
     (receipts included) is returned unchanged."""
-    if msg.email is None:
+    if msg.email is None or _depth > 2:
         return msg
     info = pec.read_pec(msg.email)
     if info is None or info.kind == "receipt":
         return msg
     inner = _parse_original(info)
+    nested = False
+    if inner is not None:
+        # an anomaly envelope may wrap a transport envelope that failed the checks
+        # ("ANOMALIA MESSAGGIO: POSTA CERTIFICATA: R: ..."): open that one too
+        opened_inner = open_envelope(inner, _depth + 1)
+        nested, inner = opened_inner is not inner, opened_inner
     anomaly = info.kind == "anomaly"
     evidence = [Attachment(ANOMALY_NAME if anomaly else ENVELOPE_NAME, "message/rfc822", msg.raw)]
     if info.daticert_xml:
@@ -69,7 +75,7 @@ def open_envelope(msg: ParsedMessage) -> ParsedMessage:
     if info.real_sender and (inner is None or not opened.sender.email):
         name = opened.sender.name if opened.sender.email == info.real_sender else ""
         opened.sender = Address(name, info.real_sender)
-    if info.original_subject:
+    if info.original_subject and not nested:
         opened.subject = info.original_subject  # PEC prefixes removed, even stacked ones
     if anomaly:
         opened.text = f"{ANOMALY_NOTE}\n\n{opened.text}"

@@ -5,6 +5,7 @@ cases the corpus lacks (a comune's real sender, anomaly envelopes, the rarer rec
 from __future__ import annotations
 
 import base64
+import uuid
 from email.utils import make_msgid
 
 import pytest
@@ -12,7 +13,13 @@ import pytest
 from maild.ingest import RECEIPTS
 from maild.parse import parse_message
 from maild.pec import read_pec
-from maild.pec_intake import ANOMALY_NAME, ANOMALY_NOTE, DATICERT_NAME, ENVELOPE_NAME
+from maild.pec_intake import (
+    ANOMALY_NAME,
+    ANOMALY_NOTE,
+    DATICERT_NAME,
+    ENVELOPE_NAME,
+    open_envelope,
+)
 
 from .conftest import SHARED
 from .mails import make_mail
@@ -64,7 +71,8 @@ def pec_message(
     inner_name: str = "postacert.eml",
     sender: str = PROVIDER,
 ) -> bytes:
-    """multipart/signed > multipart/mixed > (alternative text, daticert.xml, postacert.eml)."""
+    """multipart/signed > multipart/mixed > (text, daticert.xml, postacert.eml)."""
+    sig, mix = (f"{name}-{uuid.uuid4().hex}" for name in ("SIG", "MIX"))
     head = {
         "Date": "Tue, 24 Mar 2026 10:15:00 +0100",
         **headers,
@@ -74,23 +82,28 @@ def pec_message(
         "Message-ID": make_msgid(domain="pec.aruba.it"),
         "MIME-Version": "1.0",
         "Content-Type": 'multipart/signed; protocol="application/pkcs7-signature"; '
-        'micalg="sha-256"; boundary="SIG"',
+        f'micalg="sha-256"; boundary="{sig}"',
     }
     lines = [f"{k}: {v}" for k, v in head.items()]
-    lines += ["", "This is an S/MIME signed message", "", "--SIG"]
-    lines += ['Content-Type: multipart/mixed; boundary="MIX"', "", "--MIX"]
+    lines += ["", "This is an S/MIME signed message", "", f"--{sig}"]
+    lines += [f'Content-Type: multipart/mixed; boundary="{mix}"', "", f"--{mix}"]
     lines += ["Content-Type: text/plain; charset=iso-8859-1", "Content-Transfer-Encoding: 8bit"]
     lines += ["", "Messaggio di posta certificata", "", "Il giorno 24/03/2026 alle ore 10:15:00"]
     if xml is not None:
-        lines += ["--MIX", 'Content-Type: application/xml; name="daticert.xml"']
+        lines += [f"--{mix}", 'Content-Type: application/xml; name="daticert.xml"']
         lines += ['Content-Disposition: inline; filename="daticert.xml"']
         lines += ["Content-Transfer-Encoding: base64", "", base64.encodebytes(xml).decode()]
     if inner is not None:
-        lines += ["--MIX", f'Content-Type: message/rfc822; name="{inner_name}"']
+        lines += [f"--{mix}", f'Content-Type: message/rfc822; name="{inner_name}"']
         lines += [f'Content-Disposition: inline; filename="{inner_name}"', ""]
         lines += [inner.decode("utf-8").replace("\r\n", "\n").rstrip("\n").replace("\n", "\r\n")]
-    lines += ["--MIX--", "", "--SIG", 'Content-Type: application/pkcs7-signature; name="smime.p7s"']
-    lines += ["Content-Transfer-Encoding: base64", "", "MIIBAAYJKoZIhvcNAQcCoIA=", "--SIG--", ""]
+    lines += [
+        f"--{mix}--",
+        "",
+        f"--{sig}",
+        'Content-Type: application/pkcs7-signature; name="smime.p7s"',
+    ]
+    lines += ["Content-Transfer-Encoding: base64", "", "MIIBAAYJKoZIhvcNAQcCoIA=", f"--{sig}--", ""]
     return "\r\n".join(lines).encode("utf-8")
 
 
@@ -302,3 +315,27 @@ def test_every_receipt_kind_is_recorded_never_answered(rt, kind):
     assert len(tickets(rt)) == 1 and outbox(rt) == []
     [t] = tickets(rt)
     assert t.status == "in_attesa"
+
+
+def test_anomaly_wrapping_a_failed_envelope_opens_both(rt):
+    """'ANOMALIA MESSAGGIO: POSTA CERTIFICATA: R: ...': the real sender and the reply's own
+    subject, tag and new text, marked as an anomaly."""
+    open_ticket(rt, "2026-000150", REQUESTER)
+    inner = make_mail(
+        sender=REQUESTER,
+        subject="R: Re: [Ticket#2026-000150] Protocollo informatico lento",
+        body="Da stamattina il protocollo è di nuovo lento.\n",
+    )
+    raw = envelope(envelope(inner), anomaly=True)
+    res = ingest(rt, raw)
+    assert (res.outcome, res.ticket_number) == ("follow_up", "2026-000150")
+    art = articles(rt, "2026-000150")[-1]
+    assert art.sender == REQUESTER
+    assert art.subject == "R: Re: [Ticket#2026-000150] Protocollo informatico lento"
+    assert ANOMALY_NOTE in art.body_text and "di nuovo lento" in art.body_text
+    assert {ENVELOPE_NAME, ANOMALY_NAME, DATICERT_NAME} <= {a.filename for a in art.attachments}
+
+
+def test_ordinary_mail_is_not_touched():
+    msg = parse_message(request())
+    assert open_envelope(msg) is msg
