@@ -7,8 +7,10 @@ Cost: the check reads only tickets whose `sla_check_at` has come, through its in
 sets each one's next moment (the next level, or the deadline); a ticket no clock runs for
 gets NULL and is never read again unless something changes it (see maild.sla.models).
 
-Exactly once: a fired level is a row in `sla_escalations` (unique per ticket, target and
-level), inserted in the transaction that queues its mails; tickets are claimed with
+Exactly once: a level reached is a row in `sla_escalations` (unique per ticket, target and
+level), inserted by the check; its mails are queued right after, in the transaction that
+sets the row's `notified_at` (so the check's cost does not include building mails, and a
+crash in between only delays them). Tickets and rows are claimed with
 `FOR UPDATE SKIP LOCKED`, so instances share the work. A priority change moves the
 deadline; levels already fired stay fired, the others follow the new deadline.
 """
@@ -67,15 +69,20 @@ class EscalationJob:
         now = rt.clock.now()
         while self.check(rt, now) == self.batch:
             pass
+        while self.notify(rt, now) == self.batch:
+            pass
         with rt.db.session() as s:
             nxt = s.scalar(select(func.min(Ticket.sla_check_at)))
         if nxt is not None and nxt <= now:
             return now + RETRY  # held by another instance, or changed since
         return nxt
 
+    # -- phase 1: the check ---------------------------------------------------------------
+
     def check(self, rt: Runtime, now: datetime) -> int:
-        """Process one batch of due tickets in one transaction; returns how many."""
-        with rt.db.transaction() as s:
+        """Evaluate one batch of due tickets in one transaction: record the levels reached,
+        mark the overdue ones, set each one's next moment. Returns how many tickets."""
+        with rt.db.transaction() as s, s.no_autoflush:
             tickets = s.scalars(
                 select(Ticket)
                 .where(Ticket.sla_check_at <= now)
@@ -92,15 +99,21 @@ class EscalationJob:
                     ).where(SlaEscalation.ticket_id.in_([t.id for t in tickets]))
                 ).all()
             )
+            reached: list[dict] = []
             for ticket in tickets:
-                self._evaluate(rt, s, ticket, now, fired)
+                reached += self._evaluate(rt, s, ticket, now, fired)
+            if reached:
+                # the unique constraint has the last word: a level recorded before stays
+                insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+                s.execute(insert(SlaEscalation).values(reached).on_conflict_do_nothing())
             return len(tickets)
 
     def _evaluate(
         self, rt: Runtime, s: Session, ticket: Ticket, now: datetime, fired: set[tuple]
-    ) -> None:
+    ) -> list[dict]:
         levels = [lv for lv in rt.cfg.sla.escalation if lv.enabled]
         moments: list[datetime] = []
+        reached = []
         for clock in ticket_clocks(rt.cfg, s, ticket, now):
             if not clock.running:
                 continue  # taken in charge / resolved: no more warnings for this target
@@ -113,44 +126,69 @@ class EscalationJob:
                 if (ticket.id, clock.target, percent(level)) in fired:
                     continue
                 if clock.reached(level.fraction):
-                    self._fire(rt, s, ticket, clock, level, now)
+                    log.info(
+                        "sla_level_reached",
+                        ticket=ticket.number,
+                        target=clock.target,
+                        percent=percent(level),
+                        priority=ticket.priority,
+                    )
+                    reached.append(
+                        dict(
+                            ticket_id=ticket.id,
+                            target=clock.target,
+                            level=percent(level),
+                            priority=ticket.priority,
+                            fired_at=now,
+                        )
+                    )
                 else:
                     moments.append(clock.moment(now, level.fraction))
         ticket.sla_check_at = min(moments) if moments else None
+        return reached
 
-    def _fire(
-        self,
-        rt: Runtime,
-        s: Session,
-        ticket: Ticket,
-        clock: TargetClock,
-        level: EscalationLevel,
-        now: datetime,
-    ) -> None:
-        insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-        row_id = s.execute(
-            insert(SlaEscalation)
-            .values(
-                ticket_id=ticket.id,
-                target=clock.target,
-                level=percent(level),
-                priority=ticket.priority,
-                fired_at=now,
-            )
-            .on_conflict_do_nothing()
-            .returning(SlaEscalation.id)
-        ).scalar()
-        if row_id is None:
-            return  # fired before (the unique constraint is the last word)
-        log.info(
-            "sla_level_reached",
-            ticket=ticket.number,
-            target=clock.target,
-            percent=percent(level),
-            priority=ticket.priority,
-        )
-        for out in self._mails(rt, s, ticket, clock, level, now):
-            rt.notifier.enqueue(s, out, now)
+    # -- phase 2: the mails ---------------------------------------------------------------
+
+    def notify(self, rt: Runtime, now: datetime) -> int:
+        """Queue the mails of one batch of recorded, not yet notified levels, in the
+        transaction that marks them notified. Returns how many levels."""
+        with rt.db.transaction() as s, s.no_autoflush:
+            pending = s.scalars(
+                select(SlaEscalation)
+                .where(SlaEscalation.notified_at.is_(None))
+                .order_by(SlaEscalation.id)
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not pending:
+                return 0
+            tickets = {
+                t.id: t
+                for t in s.scalars(
+                    select(Ticket).where(Ticket.id.in_({p.ticket_id for p in pending}))
+                )
+            }
+            open_lists: dict[str, list] = {}
+            for row in pending:
+                ticket = tickets[row.ticket_id]
+                clock = next(
+                    (c for c in ticket_clocks(rt.cfg, s, ticket, now) if c.target == row.target),
+                    None,
+                )
+                if clock is not None:
+                    level = self._level(rt.cfg, row.level)
+                    for out in self._mails(rt, s, ticket, clock, level, now, open_lists):
+                        rt.notifier.enqueue(s, out, now)
+                row.notified_at = now
+            return len(pending)
+
+    @staticmethod
+    def _level(cfg: Config, pct: int) -> EscalationLevel:
+        for level in cfg.sla.escalation:
+            if percent(level) == pct:
+                return level
+        # recorded under a configuration that has changed since: tell the coordinators
+        return EscalationLevel(fraction=pct / 100, notify=["coordinators"])
 
     def _mails(
         self,
@@ -160,6 +198,7 @@ class EscalationJob:
         clock: TargetClock,
         level: EscalationLevel,
         now: datetime,
+        open_lists: dict[str, list],
     ) -> list[Outgoing]:
         cfg = rt.cfg
         ente = cfg.ente_by_name(ticket.ente) if ticket.ente else None
@@ -172,6 +211,11 @@ class EscalationJob:
             internal.append(ticket.assignee)
         internal = list(dict.fromkeys(internal))
         referent = ente.referent if ente and "referent" in level.notify else None
+        open_tickets = []
+        if percent(level) >= 100 and ticket.assignee:
+            if ticket.assignee not in open_lists:
+                open_lists[ticket.assignee] = self._open_tickets(s, ticket.assignee)
+            open_tickets = open_lists[ticket.assignee]
         context = dict(
             ticket=ticket,
             ente=ente,
@@ -182,7 +226,7 @@ class EscalationJob:
             elapsed_hours=round(clock.elapsed.total_seconds() / 3600, 2),
             now=now,
             for_referent=False,
-            open_tickets=(self._open_tickets(s, ticket.assignee) if percent(level) >= 100 else []),
+            open_tickets=open_tickets,
         )
         kind = template_for(level)
         outs = []
@@ -218,16 +262,22 @@ class EscalationJob:
         )
 
     @staticmethod
-    def _open_tickets(s: Session, assignee: str | None) -> list[Ticket]:
-        if not assignee:
-            return []
+    def _open_tickets(s: Session, assignee: str) -> list:
+        """The assignee's open tickets (a few columns, not whole rows), soonest due first."""
         return list(
-            s.scalars(
-                select(Ticket)
+            s.execute(
+                select(
+                    Ticket.number,
+                    Ticket.title,
+                    Ticket.priority,
+                    Ticket.status,
+                    Ticket.sla_due_at,
+                    Ticket.overdue,
+                )
                 .where(Ticket.assignee == assignee, Ticket.status.in_(OPEN))
                 .order_by(Ticket.sla_due_at, Ticket.id)
                 .limit(OPEN_LIST_LIMIT)
-            )
+            ).all()
         )
 
 

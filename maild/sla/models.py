@@ -1,8 +1,9 @@
 """SLA state in the database: escalation levels fired, digests sent.
 
 Exactly once across restarts and instances: a level is recorded in `sla_escalations`
-(unique per ticket, target and level) in the same transaction as the mails it causes;
-a digest in `sla_digests` (unique per local day) likewise.
+(unique per ticket, target and level) by the check; its mails are queued in the
+transaction that sets its `notified_at`. A digest is recorded in `sla_digests` (unique per
+local day) in the transaction that queues it.
 
 `Ticket.sla_check_at` says when the escalation check must next look at a ticket. Any
 change to what the SLA clocks depend on (deadline, priority, status, taken/resolved time)
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Date, ForeignKey, Integer, String, UniqueConstraint, event
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from maild.models import Base, Ticket
@@ -29,7 +30,10 @@ class SlaEscalation(Base):
     """One escalation level reached by one ticket's clock: fired once, ever."""
 
     __tablename__ = "sla_escalations"
-    __table_args__ = (UniqueConstraint("ticket_id", "target", "level"),)
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "target", "level"),
+        Index("ix_sla_escalations_pending", "notified_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
@@ -37,6 +41,8 @@ class SlaEscalation(Base):
     level: Mapped[int] = mapped_column(Integer)  # percent of the target: 75, 100, 150
     priority: Mapped[str] = mapped_column(String(10))  # the priority in force when it fired
     fired_at: Mapped[datetime]
+    # set in the transaction that queues the level's mails (NULL: still to be sent)
+    notified_at: Mapped[datetime | None]
 
 
 class SlaDigest(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 08:47:43.199188
+Create Date: 2026-11-23 08:53:07.096465
 """
 
 from alembic import op
@@ -228,11 +228,13 @@ def upgrade() -> None:
     sa.Column('level', sa.Integer(), nullable=False),
     sa.Column('priority', sa.String(length=10), nullable=False),
     sa.Column('fired_at', maild.models.UTCDateTime(), nullable=False),
+    sa.Column('notified_at', maild.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('ticket_id', 'target', 'level')
     )
     with op.batch_alter_table('sla_escalations', schema=None) as batch_op:
+        batch_op.create_index('ix_sla_escalations_pending', ['notified_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_sla_escalations_ticket_id'), ['ticket_id'], unique=False)
 
     op.create_table('ticket_events',
@@ -279,6 +281,7 @@ def downgrade() -> None:
     op.drop_table('ticket_events')
     with op.batch_alter_table('sla_escalations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sla_escalations_ticket_id'))
+        batch_op.drop_index('ix_sla_escalations_pending')
 
     op.drop_table('sla_escalations')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
