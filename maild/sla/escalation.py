@@ -106,6 +106,13 @@ class EscalationJob:
                 # the unique constraint has the last word: a level recorded before stays
                 insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
                 s.execute(insert(SlaEscalation).values(reached).on_conflict_do_nothing())
+                numbers = {t.id: t.number for t in tickets}
+                log.info(  # one line per batch: the check stays cheap when many are due
+                    "sla_levels_reached",
+                    levels=[
+                        f"{numbers[r['ticket_id']]}:{r['target']}:{r['level']}%" for r in reached
+                    ],
+                )
             return len(tickets)
 
     def _evaluate(
@@ -126,13 +133,6 @@ class EscalationJob:
                 if (ticket.id, clock.target, percent(level)) in fired:
                     continue
                 if clock.reached(level.fraction):
-                    log.info(
-                        "sla_level_reached",
-                        ticket=ticket.number,
-                        target=clock.target,
-                        percent=percent(level),
-                        priority=ticket.priority,
-                    )
                     reached.append(
                         dict(
                             ticket_id=ticket.id,
