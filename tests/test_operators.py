@@ -23,7 +23,7 @@ from maild.operators.lifecycle import AutoCloseJob, warranty_end
 from maild.queries import format_show, show_ticket
 from maild.sla.deadline import take_charge_due
 
-from .conftest import make_config
+from .conftest import OPERATORS, make_config
 from .mails import make_mail
 
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)  # Tuesday, 10:00 in Rome
@@ -297,40 +297,35 @@ def test_wrong_command_changes_nothing_and_lists_the_valid_ones(rt):
     assert "#assegna" in body  # the list of commands
 
 
-@pytest.mark.parametrize(
-    "line,problem",
-    [("#assegna nessuno@consorzio.example", "Mario Rossi <mario.rossi@consorzio.example>"),
-     ("#stato", "manca il valore"),
-     ("#ente Atlantide", "Comune di Vaiano Cremasco"),
-     ("#unisci 2026-000099", "richiesta inesistente"),
-     ("#merge 2026-000001", "se stessa"),
-     ("#categoria a/b/c", "categoria/sottocategoria")],
-)  # fmt: skip
-def test_bad_values_are_refused(rt, line, problem):
-    copy = new_ticket(rt)
-    assert ingest(rt, operator_reply(copy, line)).outcome == "operator_command_error"
-    assert problem in text(mails(rt, "command_error")[0])
-    assert ticket(rt).status == "nuovo"
+BAD_VALUES = [
+    ("#assegna nessuno@consorzio.example", "Mario Rossi <mario.rossi@consorzio.example>"),
+    ("#stato", "manca il valore"),
+    ("#ente Atlantide", "Comune di Vaiano Cremasco"),
+    ("#unisci 2026-000099", "richiesta inesistente"),
+    ("#categoria a/b/c", "categoria/sottocategoria"),
+]
+
+
+def test_bad_values_are_refused(rt):
+    for i, (line, problem) in enumerate(BAD_VALUES, start=1):
+        copy = new_ticket(rt, message_id=f"<bad{i}@comune.example>")
+        assert ingest(rt, operator_reply(copy, line)).outcome == "operator_command_error"
+        assert problem in text(mails(rt, "command_error")[-1]), line
+        assert ticket(rt, copy["X-Maild-Ticket"]).status == "nuovo"
+    copy = mails(rt, "operator_copy")[0]
+    assert ingest(rt, operator_reply(copy, "#merge 2026-000001")).outcome.endswith("error")
+    assert "se stessa" in text(mails(rt, "command_error")[-1])
 
 
 @pytest.mark.parametrize("line", ["#assegna Laura", "#assign laura.bianchi@consorzio.example"])
-def test_reassignment_tells_requester_and_both_operators(rt, line):
+def test_reassignment_tells_requester_and_both_operators(state_dir, db_url, line):
+    lucia = {"name": "Lucia Capo", "email": "lucia.capo@consorzio.example"}
+    rt = runtime(state_dir, db_url, operator=[*OPERATORS, lucia])
     copy = new_ticket(rt)
     ingest(rt, operator_reply(copy, "#prendo"))
     assert len(mails(rt, "assignment_notice")) == 1
     # the coordinator moves it
-    ingest(rt, operator_reply(copy, line, sender="lucia.capo@consorzio.example", name="X"))
-    # (not an operator: that was a follow-up, nothing changed)
-    assert ticket(rt).assignee == MARIO
-    cfg_op = {"name": "Lucia Capo", "email": "lucia.capo@consorzio.example"}
-    rt2 = Runtime.create(
-        rt.cfg.model_copy(
-            update={"operator": [*rt.cfg.operator, type(rt.cfg.operator[0])(**cfg_op)]}
-        ),
-        db=rt.db,
-        clock=rt.clock,
-    )
-    ingest(rt2, operator_reply(copy, line, sender="lucia.capo@consorzio.example", name="Lucia"))
+    ingest(rt, operator_reply(copy, line, sender=lucia["email"], name="Lucia Capo"))
     t = ticket(rt)
     assert t.assignee == LAURA and t.taken_at == T0
     notices = mails(rt, "assignment_notice")
@@ -338,7 +333,18 @@ def test_reassignment_tells_requester_and_both_operators(rt, line):
     assert "Mario Rossi" in text(notices[1])  # instead of whom
     told = mails(rt, "operator_assigned")
     assert sorted(m["To"] for m in told) == sorted([MARIO, LAURA])
-    assert ("assignee", MARIO, LAURA, "lucia.capo@consorzio.example") in events(rt)
+    assert ("assignee", MARIO, LAURA, lucia["email"]) in events(rt)
+    # someone who is not an operator cannot command
+    stranger = "x@consorzio.example"
+    ingest(rt, operator_reply(copy, "#assegna Mario", sender=stranger, name="X"))
+    assert ticket(rt).assignee == LAURA
+    rt.db.dispose()
+
+
+def test_commands_only_from_operators(rt):
+    copy = new_ticket(rt)
+    res = ingest(rt, operator_reply(copy, "#stato chiuso", sender=EMPLOYEE, name="Marta"))
+    assert res.outcome == "follow_up" and ticket(rt).status == "nuovo"
 
 
 @pytest.mark.parametrize("line", ["#nota", "#note"])
