@@ -109,8 +109,10 @@ class EscalationJob:
                 numbers = {t.id: t.number for t in tickets}
                 log.info(  # one line per batch: the check stays cheap when many are due
                     "sla_levels_reached",
+                    count=len(reached),
                     levels=[
-                        f"{numbers[r['ticket_id']]}:{r['target']}:{r['level']}%" for r in reached
+                        f"{numbers[r['ticket_id']]}:{r['target']}:{r['level']}%"
+                        for r in reached[:20]
                     ],
                 )
             return len(tickets)
