@@ -139,9 +139,8 @@ class Ingestor:
         """Process one message; raises TemporaryFailure when it must be retried later."""
         key = dedupe_key(item.raw)
         try:
-            known = self._known(item, key)
-            if known is not None:
-                return known
+            # a message seen before is recognised inside _process's transaction: one
+            # transaction per message, not two (a duplicate is only parsed for nothing)
             return self._process(item, key)
         except TemporaryFailure:
             raise
@@ -154,12 +153,19 @@ class Ingestor:
         except Exception as exc:  # a bad message must never block the ones behind it
             if _is_temporary(exc):
                 raise TemporaryFailure(str(exc)) from exc
+            try:  # recorded before (parsing now fails where it once worked): just move it
+                known = self._known(item, key)
+            except Exception as exc2:
+                raise TemporaryFailure(str(exc2)) from exc2
+            if known is not None:
+                return known
             log.exception("message_failed", mailbox=item.mailbox, uid=item.uid)
             return self._quarantine(item, key, f"{type(exc).__name__}: {exc}")
 
     # -- steps --------------------------------------------------------------------------
 
-    def _known(self, item: InboundItem, key: str) -> IngestResult | None:
+    def _known(self, item: InboundItem, key: str, session: Session | None = None):
+        """The outcome of this message if it was recorded already (IngestResult or None)."""
         cond = InboundMessage.dedupe_key == key
         if item.uid is not None:
             cond = or_(
@@ -170,24 +176,33 @@ class Ingestor:
                     InboundMessage.uid == item.uid,
                 ),
             )
-        with self.rt.db.session() as s:
-            row = s.scalars(select(InboundMessage).where(cond).limit(1)).first()
-        if row is None:
+        query = select(InboundMessage.outcome).where(cond).limit(1)
+        if session is None:
+            with self.rt.db.session() as s:
+                outcome = s.scalar(query)
+        else:
+            outcome = session.scalar(query)
+        if outcome is None:
             return None
-        folder = FOLDER_OF_OUTCOME.get(row.outcome, PROCESSED)
-        return IngestResult(row.outcome, folder, duplicate=True, detail="already recorded")
+        folder = FOLDER_OF_OUTCOME.get(outcome, PROCESSED)
+        return IngestResult(outcome, folder, duplicate=True, detail="already recorded")
 
     def _process(self, item: InboundItem, key: str) -> IngestResult:
         cfg = self.rt.cfg
         if len(item.raw) > cfg.service.max_message_bytes:
-            return self._too_large(item, key)
+            return self._known(item, key) or self._too_large(item, key)
         try:
             msg = parse_message(item.raw)
         except NotAMessage as exc:
-            return self._quarantine(item, key, f"not an e-mail message: {exc}")
+            return self._known(item, key) or self._quarantine(
+                item, key, f"not an e-mail message: {exc}"
+            )
         msg = preprocess(msg)
         raw_sha = self.rt.blobs.put(item.raw)
         with self.rt.db.transaction() as session:
+            known = self._known(item, key, session)
+            if known is not None:
+                return known
             ctx = Context(self.rt, session, self.rt.clock.now(), raw_sha, item)
             decision = classify(ctx, msg, self.rules)
             outcome, ticket = self.handlers[decision.route](ctx, msg, decision)
