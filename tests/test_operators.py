@@ -608,3 +608,12 @@ def test_ticket_show_has_the_history(rt):
     assert ("priority", "MEDIA", "BASSA", MARIO) in changes
     assert ("status", "nuovo", "in_carico", MARIO) in changes
     assert "priority MEDIA -> BASSA" in format_show(shown)
+
+
+def test_closing_a_new_ticket_is_not_a_presa_in_carico(rt):
+    copy = new_ticket(rt)
+    assert ingest(rt, operator_reply(copy, "#status closed")).outcome == "operator_commands"
+    t = ticket(rt)
+    assert (t.status, t.assignee, t.taken_at) == ("chiuso", None, None)
+    assert mails(rt, "assignment_notice") == []
+    assert len(mails(rt, to=EMPLOYEE)) == 1  # just the acknowledgement

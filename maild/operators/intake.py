@@ -19,7 +19,7 @@ from sqlalchemy import select
 from maild import quoting, subject
 from maild.classify import Decision, find_ticket
 from maild.config import EnteConfig, OperatorConfig
-from maild.models import OPEN_STATUSES, RISOLTO, Ticket
+from maild.models import IN_ATTESA, OPEN_STATUSES, RISOLTO, Ticket
 from maild.notify import Outgoing
 from maild.operators import lifecycle, notices
 from maild.operators.auth import authentication_failures
@@ -101,11 +101,9 @@ def handle_status_request(ctx: Context, msg: ParsedMessage, decision: Decision):
         )
         .order_by(Ticket.id)
     ).all()
-    limit = ctx.cfg.service.ack_rate_limit
     since = ctx.now - timedelta(hours=1)
-    if limit == 0 or ctx.rt.notifier.recent_count(ctx.session, STATUS_REQUEST, sender, since) >= (
-        limit
-    ):
+    recent = ctx.rt.notifier.recent_count(ctx.session, STATUS_REQUEST, sender, since)
+    if recent >= ctx.cfg.service.ack_rate_limit:  # same limit as acknowledgements
         return "status_request_limited", None
     rows = [{"ticket": t, "assignee": notices.operator_name(ctx, t.assignee)} for t in tickets]
     subj, text, html = ctx.rt.notifier.render("status_answer", rows=rows, sender=sender)
@@ -305,7 +303,8 @@ def _apply(
         changes += lifecycle.set_category(ctx, ticket, plan.category, actor)
 
     public = parsed.public
-    acting_publicly = bool(public) or plan.status is not None
+    # answering, asking or solving is taking charge; closing (spam, duplicates) is not
+    acting_publicly = bool(public) or plan.status in (IN_ATTESA, RISOLTO)
     if acting_publicly and ticket.assignee is None:
         changes += lifecycle.take_charge(ctx, ticket, op, actor)  # the presa in carico
 
