@@ -34,3 +34,9 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
 
 def get_logger(name: str = "maild") -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger(name)
+
+
+# Until the daemon configures logging, log lines go to stderr: stdout is for command
+# output (JSON of `maild ticket list --json` must stay parseable).
+if not structlog.is_configured():
+    configure_logging("info", "console" if sys.stderr.isatty() else "json")
