@@ -105,7 +105,7 @@ class EscalationJob:
             if reached:
                 # the unique constraint has the last word: a level recorded before stays
                 insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-                s.execute(insert(SlaEscalation).values(reached).on_conflict_do_nothing())
+                s.execute(insert(SlaEscalation).on_conflict_do_nothing(), reached)
                 numbers = {t.id: t.number for t in tickets}
                 log.info(  # one line per batch: the check stays cheap when many are due
                     "sla_levels_reached",
