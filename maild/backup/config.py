@@ -156,6 +156,16 @@ class BackupSettings(_Model):
     # deadlines further back than this are not judged (after a long outage)
     lookback_days: int = Field(7, ge=1, le=60)
 
+    @field_validator("summary_to")
+    @classmethod
+    def _summary_to(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip().lower()
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v):
+            raise ValueError(f"{v!r} is not an e-mail address")
+        return v
+
     @field_validator("summary_at")
     @classmethod
     def _summary_at(cls, v: str | None) -> str | None:
