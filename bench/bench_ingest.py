@@ -161,6 +161,7 @@ async def _floor(port: int, chunk: int) -> tuple[int, float, float]:
     import mailparser
 
     t0 = time.perf_counter()
+    c0 = time.process_time()
     client = aioimaplib.IMAP4("127.0.0.1", port, timeout=60)
     await client.wait_hello_from_server()
     await client.login("supporto", PASSWORD)
@@ -180,9 +181,10 @@ async def _floor(port: int, chunk: int) -> tuple[int, float, float]:
                 mailparser.parse_from_bytes(bytes(line))
                 parsed += 1
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     await client.logout()
     assert fetched == parsed == len(uids), (fetched, parsed, len(uids))
-    return fetched, elapsed, t_fetch
+    return fetched, elapsed, t_fetch, cpu
 
 
 # -- 2. the daemon ---------------------------------------------------------------------------
@@ -289,6 +291,11 @@ class MaildProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system, all threads) maild has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait_log(self, event: str, timeout: float) -> float:
         """Monotonic time at which `event` was first seen in the log (polled)."""
@@ -425,9 +432,10 @@ def run(args: argparse.Namespace) -> int:
         )
         assert dove.count("INBOX") == args.n
 
-        n, t_floor, t_fetch = asyncio.run(_floor(dove.port, 250))
+        n, t_floor, t_fetch, floor_cpu = asyncio.run(_floor(dove.port, 250))
         floor = n / t_floor
         results["floor"] = floor
+        results["floor_cpu_ms"] = floor_cpu / n * 1000
         log(f"floor: {n} msgs in {t_floor:.2f}s (fetch {t_fetch:.2f}s) = {floor:.0f} msgs/s")
 
         sink = Sink()
@@ -441,8 +449,10 @@ def run(args: argparse.Namespace) -> int:
         proc = MaildProcess(config, base, args.profile)
         stack.callback(proc.stop)
         connected = proc.wait_log("imap_connected", 60)
+        cpu0 = proc.cpu()
         probe = DbProbe(db_url)
         (inbound, outbox, _), last = wait_ingested(probe, sink, args.n, proc, args.timeout)
+        results["maild_cpu_ms"] = (proc.cpu() - cpu0) / args.n * 1000
         total = last - proc.started
         from_conn = last - connected
         rate = args.n / total
@@ -480,6 +490,11 @@ def run(args: argparse.Namespace) -> int:
     ratio = results["ingest"] / results["floor"]
     ratio_c = results["ingest_from_connected"] / results["floor"]
     print(f"  ratio maild/floor: {ratio:.0%} (from connected: {ratio_c:.0%}; goal >= 50%)")
+    print(
+        f"  CPU per message: floor {results['floor_cpu_ms']:.2f} ms, maild "
+        f"{results['maild_cpu_ms']:.2f} ms (ratio {results['floor_cpu_ms'] / results['maild_cpu_ms']:.0%};"
+        " independent of other load on the machine)"
+    )
     if "latency" in results:
         lat = results["latency"]
         if lat["count"]:

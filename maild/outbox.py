@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from maild.clock import Clock
 from maild.config import SmtpConfig
@@ -27,6 +27,15 @@ from maild.log import get_logger
 from maild.models import OutboxMessage
 
 log = get_logger("maild.outbox")
+SMTP_CONNECTIONS = 4  # parallel connections to the relay while a backlog is delivered
+
+
+_OUTBOX = OutboxMessage.__table__
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row_id"))
+    .values(status="sent", sent_at=bindparam("now"), last_error=None, claimed_at=None)
+)
 
 
 class PermanentError(Exception):
@@ -94,6 +103,27 @@ class SmtpTransport:
                 client.close()
 
 
+class SmtpPool:
+    """Several SMTP connections used side by side: a backlog of notifications is
+    delivered in parallel instead of waiting on one server round trip after another."""
+
+    def __init__(self, cfg: SmtpConfig, size: int = 4) -> None:
+        self.parallel = size
+        self.idle: list[SmtpTransport] = [SmtpTransport(cfg) for _ in range(size)]
+        self.all = list(self.idle)
+
+    async def send(self, envelope_from: str, recipients: list[str], data: bytes) -> None:
+        conn = self.idle.pop()  # callers run at most `parallel` sends at once
+        try:
+            await conn.send(envelope_from, recipients, data)
+        finally:
+            self.idle.append(conn)
+
+    async def close(self) -> None:
+        for conn in self.all:
+            await conn.close()
+
+
 class MaildirTransport:
     """Writes each mail into a Maildir's new/ folder: the embedded default and tests."""
 
@@ -119,7 +149,7 @@ def make_transport(cfg: SmtpConfig) -> Transport:
     if cfg.transport == "maildir":
         assert cfg.path is not None
         return MaildirTransport(cfg.path)
-    return SmtpTransport(cfg)
+    return SmtpPool(cfg, SMTP_CONNECTIONS)
 
 
 class OutboxSender:
@@ -133,6 +163,7 @@ class OutboxSender:
         batch: int = 50,
         lease: timedelta = timedelta(minutes=2),
         idle_poll: float = 5.0,
+        coalesce: float = 0.02,
     ) -> None:
         self.db = db
         self.transport = transport
@@ -141,6 +172,7 @@ class OutboxSender:
         self.batch = batch
         self.lease = lease
         self.idle_poll = idle_poll
+        self.coalesce = coalesce
         self.wakeup = asyncio.Event()
         self.sent = 0
 
@@ -179,11 +211,12 @@ class OutboxSender:
             return rows
 
     def _mark_sent(self, row_id: int, now: datetime) -> None:
-        with self.db.transaction() as s:
-            s.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row_id)
-                .values(status="sent", sent_at=now, last_error=None, claimed_at=None)
+        # Core on a bare connection: this runs once per mail, the ORM session costs more
+        # than the UPDATE itself
+        with self.db.engine.begin() as c:
+            c.execute(
+                _MARK_SENT,
+                {"row_id": row_id, "now": now},
             )
 
     def _mark_failed(self, row: OutboxMessage, error: str, permanent: bool) -> None:
@@ -203,34 +236,58 @@ class OutboxSender:
             )
 
     async def send_due(self) -> int:
-        """Send what is due now; returns how many were sent."""
+        """Send what is due now; returns how many were sent.
+
+        Up to `transport.parallel` mails are in flight at once; each is marked sent on
+        its own as soon as the server accepted it, so a kill re-sends at most the mails
+        in flight. After a temporary failure the unsent rest of the batch is released.
+        """
         rows = await asyncio.to_thread(self.claim)
+        if not rows:
+            return 0
+        queue = list(reversed(rows))
+        failure: Exception | None = None
         sent = 0
-        for i, row in enumerate(rows):
-            try:
-                await self.transport.send(row.envelope_from, row.recipients, row.data)
-            except PermanentError as e:
-                log.error(
-                    "outbox_refused", outbox_id=row.id, message_id=row.message_id, error=str(e)
-                )
-                await asyncio.to_thread(self._mark_failed, row, str(e), True)
-                continue
-            except Exception as e:
-                log.warning(
-                    "outbox_send_failed",
-                    outbox_id=row.id,
-                    message_id=row.message_id,
-                    error=f"{type(e).__name__}: {e}",
-                    attempts=row.attempts + 1,
-                )
-                # the server is unhappy: back off this one, release the rest of the batch
-                await asyncio.to_thread(self._mark_failed, row, f"{type(e).__name__}: {e}", False)
-                await asyncio.to_thread(self._release, [r.id for r in rows[i + 1 :]])
-                raise
-            await asyncio.to_thread(self._mark_sent, row.id, self.clock.now())
-            sent += 1
-            log.info("outbox_sent", outbox_id=row.id, kind=row.kind, message_id=row.message_id)
+
+        async def worker() -> None:
+            nonlocal failure, sent
+            while queue and failure is None:
+                row = queue.pop()
+                try:
+                    await self.transport.send(row.envelope_from, row.recipients, row.data)
+                except PermanentError as e:
+                    log.error(
+                        "outbox_refused", outbox_id=row.id, message_id=row.message_id, error=str(e)
+                    )
+                    await asyncio.to_thread(self._mark_failed, row, str(e), True)
+                    continue
+                except Exception as e:
+                    error = f"{type(e).__name__}: {e}"
+                    log.warning(
+                        "outbox_send_failed",
+                        outbox_id=row.id,
+                        message_id=row.message_id,
+                        error=error,
+                        attempts=row.attempts + 1,
+                    )
+                    # the server is unhappy: back off this one, stop taking new ones
+                    failure = failure or e
+                    await asyncio.to_thread(self._mark_failed, row, error, False)
+                    continue
+                await asyncio.to_thread(self._mark_sent, row.id, self.clock.now())
+                sent += 1
+                log.info("outbox_sent", outbox_id=row.id, kind=row.kind, message_id=row.message_id)
+
+        width = max(1, min(getattr(self.transport, "parallel", 1), len(rows)))
+        outcomes = await asyncio.gather(*(worker() for _ in range(width)), return_exceptions=True)
         self.sent += sent
+        crashed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if crashed is not None:  # the database failed under a worker: release and retry
+            await asyncio.to_thread(self._release, [r.id for r in queue])
+            raise crashed
+        if failure is not None:
+            await asyncio.to_thread(self._release, [r.id for r in queue])
+            raise failure
         return sent
 
     def _release(self, ids: list[int]) -> None:
@@ -270,6 +327,9 @@ class OutboxSender:
             if due is not None:
                 timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
             await _wait_any(stopping, self.wakeup, timeout=timeout)
+            if self.coalesce and not stopping.is_set():
+                # mail comes in bursts (a backlog): gather a few before claiming
+                await _wait_any(stopping, self.wakeup, timeout=self.coalesce, wake_on_event=False)
         await self.transport.close()
 
 
