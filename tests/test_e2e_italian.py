@@ -13,7 +13,7 @@ from maild.daemon import prepare_database
 from maild.ingest import Runtime
 from maild.models import Article, InboundMessage, Ticket
 
-from .conftest import make_config
+from .conftest import SHARED, make_config
 from .test_e2e_imap import outbox_statuses, running, wait_until
 from .test_italian_mail import SAMPLES, open_ticket
 from .test_pec_intake import REQUESTER, envelope, request
@@ -36,12 +36,15 @@ async def test_outlook_reply_exchange_oof_and_pec_envelope(imap, smtp, state_dir
     imap.append((SAMPLES / OUTLOOK_REPLY).read_bytes())
     imap.append((SAMPLES / EXCHANGE_OOF).read_bytes())
     imap.append(envelope(request(message_id="<pec-e2e@comune.vaiano-cremasco.cr.it>")))
+    # a PEC receipt for a mail no ticket knows: set aside in the receipts folder
+    imap.append((SHARED / "corpus/pec/go-pec/accettazione.eml").read_bytes())
 
     async with running(cfg) as daemon:
         rdb = daemon.runtime.db
         # follow-up copy of the reply, then the PEC request's acknowledgement and copy
         await asyncio.to_thread(sink.wait_for, 3, 15)
         await wait_until(lambda: imap.count("maild/processed") == 3, 15)
+        await wait_until(lambda: imap.count("maild/receipts") == 1, 15)
         await wait_until(lambda: outbox_statuses(rdb) == {"sent"})
         assert imap.count("INBOX") == 0
 
@@ -59,7 +62,12 @@ async def test_outlook_reply_exchange_oof_and_pec_envelope(imap, smtp, state_dir
             ).all()
 
         # the Outlook reply found ticket 2026-000123 by its subject tag alone
-        assert sorted(outcomes) == ["auto_reply", "follow_up", "new_ticket"]
+        assert sorted(outcomes) == [
+            "auto_reply",
+            "follow_up",
+            "new_ticket",
+            "pec_receipt_unmatched",
+        ]
         [reply] = reply_articles
         assert "il modello è una Kyocera TASKalfa 3253ci" in reply.body_text
         assert "lasciando invariato" not in reply.body_text

@@ -4,9 +4,12 @@ path), checked against its expected.json entry, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -17,6 +20,7 @@ from maild.db import Database
 from maild.ingest import InboundItem, Ingestor, IngestResult, Runtime
 from maild.models import (
     Article,
+    Base,
     InboundMessage,
     OutboxMessage,
     Ticket,
@@ -27,10 +31,11 @@ from maild.parse import parse_message
 from maild.subject import title_of
 from maild.tickets import create_ticket, remember_message_id
 
-from .conftest import SHARED, make_config
+from .conftest import DB_PARAMS, PG_AVAILABLE, PG_URL, SHARED, make_config
 
 SAMPLES = SHARED / "samples" / "italian-mail"
 EXPECTED: dict[str, dict] = json.loads((SAMPLES / "expected.json").read_text("utf-8"))
+PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 T0 = datetime(2026, 3, 27, 9, 0, tzinfo=UTC)  # after every sample's date, a Friday
 
 
@@ -48,17 +53,46 @@ OOF = names(lambda e: e["kind"] == "auto-reply")
 # -- helpers shared with the PEC tests -------------------------------------------------------
 
 
-def runtime(state_dir, db_url) -> Iterator[Runtime]:
-    cfg = make_config(state_dir, db_url=db_url)
-    db = Database(cfg.database_url)
-    db.upgrade()
-    yield Runtime.create(cfg, db=db, clock=ManualClock(T0))
-    db.dispose()
+@pytest.fixture(scope="module", params=DB_PARAMS)
+def shared_db(request, tmp_path_factory) -> Iterator[Database]:
+    """One migrated database per module and backend, emptied before each test: migrating a
+    fresh one for each of these many small tests would cost most of their time."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path_factory.mktemp('db') / 'maild.db'}")
+        db.upgrade()
+        yield db
+        db.dispose()
+        return
+    if not PG_AVAILABLE:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 on CI")
+        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {schema}")
+    db = Database(f"{PG_URL}?options=-csearch_path%3D{schema}")
+    try:
+        db.upgrade()
+        yield db
+    finally:
+        db.dispose()
+        with psycopg.connect(PG_DSN, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def runtime(db: Database, state_dir: Path) -> Runtime:
+    with db.transaction() as s:
+        for table in reversed(Base.metadata.sorted_tables):
+            s.execute(table.delete())
+    cfg = make_config(state_dir, db_url=db.url)
+    return Runtime.create(cfg, db=db, clock=ManualClock(T0))
 
 
 @pytest.fixture
-def rt(state_dir, db_url):
-    yield from runtime(state_dir, db_url)
+def rt(shared_db, state_dir):
+    return runtime(shared_db, state_dir)
 
 
 def ingest(rt: Runtime, raw: bytes) -> IngestResult:

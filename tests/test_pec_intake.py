@@ -30,13 +30,14 @@ from .test_italian_mail import (
     open_ticket,
     outbox,
     runtime,
+    shared_db,  # noqa: F401 (fixture)
     tickets,
 )
 
 
 @pytest.fixture
-def rt(state_dir, db_url):
-    yield from runtime(state_dir, db_url)
+def rt(shared_db, state_dir):  # noqa: F811
+    return runtime(shared_db, state_dir)
 
 
 CORPUS = SHARED / "corpus" / "pec"
