@@ -274,6 +274,25 @@ class DbProbe:
             return None  # schema not there yet
 
 
+def private_schema(url: str, stack: ExitStack) -> str:
+    """A fresh schema in the PostgreSQL database at `url`, dropped at the end."""
+    import uuid
+
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://").partition("?")[0]
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    stack.callback(drop)
+    return f"{url.partition('?')[0]}?options=-csearch_path%3D{schema}"
+
+
 class MaildProcess:
     def __init__(self, config: Path, base: Path, profile: str | None) -> None:
         self.log_path = base / "maild.log"
@@ -444,7 +463,9 @@ def run(args: argparse.Namespace) -> int:
         controller.start()
         stack.callback(controller.stop)
 
-        db_url = args.pg or f"sqlite:///{base / 'state' / 'maild.db'}"
+        db_url = f"sqlite:///{base / 'state' / 'maild.db'}"
+        if args.pg:
+            db_url = private_schema(args.pg, stack)
         config = write_config(base, dove.port, smtp_port, db_url)
         proc = MaildProcess(config, base, args.profile)
         stack.callback(proc.stop)
@@ -520,7 +541,11 @@ def main() -> int:
         "--latency", type=int, default=120, help="messages for the latency run (0: skip)"
     )
     ap.add_argument("--rate", type=float, default=5.0, help="appends per second in the latency run")
-    ap.add_argument("--pg", help="PostgreSQL URL (postgresql+psycopg://...) instead of SQLite")
+    ap.add_argument(
+        "--pg",
+        help="PostgreSQL database URL (postgresql+psycopg://user@host/db) instead of SQLite;"
+        " a private schema is created and dropped",
+    )
     ap.add_argument("--timeout", type=float, default=300, help="seconds allowed for the backlog")
     ap.add_argument("--profile", help="run maild under cProfile, stats to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
