@@ -129,5 +129,18 @@ def test_maild_config_environment_variable(tmp_path, monkeypatch):
 
 def test_example_documents_every_section():
     data = tomllib.loads(EXAMPLE.read_text())
-    for section in ("service", "database", "mailbox", "smtp", "operator", "ente", "sla"):
+    for section in (
+        "service",
+        "database",
+        "mailbox",
+        "smtp",
+        "operator",
+        "ente",
+        "sla",
+        "lifecycle",
+        "backup_job",
+        "backup_rule",
+        "backup",
+        "logging",
+    ):
         assert section in data
