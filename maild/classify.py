@@ -82,14 +82,19 @@ def rule_automatic(ctx: Context, msg: ParsedMessage) -> Decision | None:
     if kind == autodetect.AutoKind.AUTO_REPLY:
         return Decision(Route.AUTO_REPLY, ticket=find_ticket(ctx, msg), reason="auto-reply")
     # bulk or machine-generated but not a reply to us: still a request, never acknowledged
-    ticket = find_ticket(ctx, msg)
-    route = Route.FOLLOW_UP if ticket is not None else Route.NEW
-    return Decision(route, ticket=ticket, reason=f"automatic ({kind})", bulk=True)
+    decision = _follow_up_or_new(ctx, msg) or Decision(Route.NEW)
+    decision.bulk = True
+    decision.reason = decision.reason or f"automatic ({kind})"
+    return decision
 
 
 def rule_follow_up(ctx: Context, msg: ParsedMessage) -> Decision | None:
     """Only the ticket's people may add to it; anyone else quoting its tag or Message-ID
     gets a ticket of their own, and learns nothing of the other one."""
+    return _follow_up_or_new(ctx, msg)
+
+
+def _follow_up_or_new(ctx: Context, msg: ParsedMessage) -> Decision | None:
     ticket = find_ticket(ctx, msg)
     if ticket is None:
         return None

@@ -291,3 +291,18 @@ def test_hostile_header_lengths_are_cut_not_refused(rt):
     assert res.outcome == "new_ticket", res.detail
     [art] = articles(rt, "2026-000001")
     assert art.attachments[0].filename.endswith(".pdf")
+
+
+def test_bulk_mail_from_a_stranger_does_not_join_a_ticket(rt):
+    ingest(rt, make_mail())
+    res = ingest(
+        rt,
+        make_mail(
+            sender="newsletter@fornitore.example",
+            subject="[Ticket#2026-000001] offerta",
+            headers={"Precedence": "bulk"},
+        ),
+    )
+    assert res.outcome == "new_ticket" and res.ticket_number == "2026-000002"
+    assert outbox(rt, "ack")[0][0].recipients == ["m.rossi@comune.vaiano-cremasco.cr.it"]
+    assert len(outbox(rt, "ack")) == 1
