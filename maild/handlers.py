@@ -208,12 +208,16 @@ def handle_bounce(
         return "bounce_unmatched", None
     info = decision.info.get("bounce")
     failed = ", ".join(info.failed_recipients) if info and info.failed_recipients else ""
+    # what an operator needs first: who did not get our mail, and why
+    summary = f"[Mancato recapito] {failed or 'destinatario non indicato'}"
+    if info is not None and (info.status or info.diagnostic):
+        summary += f" - {' '.join(x for x in (info.status, info.diagnostic) if x)}"
     add_inbound_article(
         ctx.session,
         ctx.rt.blobs,
         ticket,
         msg,
-        body_text=msg.text,
+        body_text=f"{summary}\n\n{msg.text}",
         raw_sha256=ctx.raw_sha256,
         now=ctx.now,
         internal=True,

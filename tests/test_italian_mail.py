@@ -281,6 +281,9 @@ def test_automatic_mail_is_kept_on_its_ticket_without_answer(rt, name):
         assert res.outcome == "bounce"
         [ev] = events(rt, number, "bounce")
         assert e["failed_recipient"].lower() in ev.new_value
+        # the operator reads first who did not get our mail
+        assert art.body_text.startswith("[Mancato recapito] ")
+        assert e["failed_recipient"].lower() in art.body_text.splitlines()[0].lower()
         returned = [a for a in art.attachments if a.content_type == "message/rfc822"]
         assert [a.filename for a in returned] == e["attachments"]
     else:
