@@ -38,6 +38,10 @@ _MARK_SENT = (
 )
 
 
+# kinds sent strictly one at a time (see send_due)
+SERIAL_KINDS = frozenset({"ack"})
+
+
 class PermanentError(Exception):
     """The server refused the message for good (5xx): retrying cannot help."""
 
@@ -235,6 +239,30 @@ class OutboxSender:
                 )
             )
 
+    async def _send_one(self, row: OutboxMessage) -> Exception | None:
+        """Send one row and record the outcome; returns a temporary failure, if any."""
+        try:
+            await self.transport.send(row.envelope_from, row.recipients, row.data)
+        except PermanentError as e:
+            log.error("outbox_refused", outbox_id=row.id, message_id=row.message_id, error=str(e))
+            await asyncio.to_thread(self._mark_failed, row, str(e), True)
+            return None
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            log.warning(
+                "outbox_send_failed",
+                outbox_id=row.id,
+                message_id=row.message_id,
+                error=error,
+                attempts=row.attempts + 1,
+            )
+            await asyncio.to_thread(self._mark_failed, row, error, False)
+            return e
+        await asyncio.to_thread(self._mark_sent, row.id, self.clock.now())
+        self.sent += 1
+        log.info("outbox_sent", outbox_id=row.id, kind=row.kind, message_id=row.message_id)
+        return None
+
     async def send_due(self) -> int:
         """Send what is due now; returns how many were sent.
 
@@ -246,49 +274,30 @@ class OutboxSender:
         if not rows:
             return 0
         queue = list(reversed(rows))
-        failure: Exception | None = None
-        sent = 0
+        failures: list[Exception] = []
+        before = self.sent
+        # acknowledgements go one at a time, sent and marked: a kill then repeats at most
+        # one of them (the contract: at most one extra acknowledgement per crash)
+        one_at_a_time = asyncio.Lock()
 
         async def worker() -> None:
-            nonlocal failure, sent
-            while queue and failure is None:
+            while queue and not failures:
                 row = queue.pop()
-                try:
-                    await self.transport.send(row.envelope_from, row.recipients, row.data)
-                except PermanentError as e:
-                    log.error(
-                        "outbox_refused", outbox_id=row.id, message_id=row.message_id, error=str(e)
-                    )
-                    await asyncio.to_thread(self._mark_failed, row, str(e), True)
-                    continue
-                except Exception as e:
-                    error = f"{type(e).__name__}: {e}"
-                    log.warning(
-                        "outbox_send_failed",
-                        outbox_id=row.id,
-                        message_id=row.message_id,
-                        error=error,
-                        attempts=row.attempts + 1,
-                    )
-                    # the server is unhappy: back off this one, stop taking new ones
-                    failure = failure or e
-                    await asyncio.to_thread(self._mark_failed, row, error, False)
-                    continue
-                await asyncio.to_thread(self._mark_sent, row.id, self.clock.now())
-                sent += 1
-                log.info("outbox_sent", outbox_id=row.id, kind=row.kind, message_id=row.message_id)
+                if row.kind in SERIAL_KINDS:
+                    async with one_at_a_time:
+                        failure = await self._send_one(row)
+                else:
+                    failure = await self._send_one(row)
+                if failure is not None:  # the server is unhappy: stop taking new ones
+                    failures.append(failure)
 
         width = max(1, min(getattr(self.transport, "parallel", 1), len(rows)))
         outcomes = await asyncio.gather(*(worker() for _ in range(width)), return_exceptions=True)
-        self.sent += sent
         crashed = next((o for o in outcomes if isinstance(o, BaseException)), None)
-        if crashed is not None:  # the database failed under a worker: release and retry
+        if crashed is not None or failures:  # release the rest and retry later
             await asyncio.to_thread(self._release, [r.id for r in queue])
-            raise crashed
-        if failure is not None:
-            await asyncio.to_thread(self._release, [r.id for r in queue])
-            raise failure
-        return sent
+            raise crashed or failures[0]
+        return self.sent - before
 
     def _release(self, ids: list[int]) -> None:
         if not ids:
