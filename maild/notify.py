@@ -177,15 +177,17 @@ class Notifier:
         return row
 
     def recent_count(self, session: Session, kind: str, rate_key: str, since: datetime) -> int:
-        return session.scalar(
-            select(func.count())
-            .select_from(OutboxMessage)
-            .where(
-                OutboxMessage.kind == kind,
-                OutboxMessage.rate_key == rate_key,
-                OutboxMessage.created_at >= since,
+        # committed mail is what counts: no need to flush this message's pending rows first
+        with session.no_autoflush:
+            return session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(
+                    OutboxMessage.kind == kind,
+                    OutboxMessage.rate_key == rate_key,
+                    OutboxMessage.created_at >= since,
+                )
             )
-        )
 
 
 # -- wire format ----------------------------------------------------------------------------

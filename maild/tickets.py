@@ -27,14 +27,20 @@ def next_seq(session: Session, year: int) -> int:
     The counter row is updated (so locked) until commit: concurrent creators queue on it,
     a rollback gives the number back, so numbers have no gaps and are never reused.
     """
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(TicketCounter).values(year=year, last_seq=0).on_conflict_do_nothing())
-    return session.execute(
+    bump = (
         update(TicketCounter)
         .where(TicketCounter.year == year)
         .values(last_seq=TicketCounter.last_seq + 1)
         .returning(TicketCounter.last_seq)
-    ).scalar_one()
+    )
+    seq = session.execute(bump).scalar_one_or_none()
+    if seq is None:  # the year's first ticket (or a concurrent creator is making the row)
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(
+            insert(TicketCounter).values(year=year, last_seq=0).on_conflict_do_nothing()
+        )
+        seq = session.execute(bump).scalar_one()
+    return seq
 
 
 # PostgreSQL enforces column lengths: hostile or broken headers are cut, never refused
@@ -137,8 +143,10 @@ def add_inbound_article(
 
 
 def remember_message_id(session: Session, message_id: str, ticket_id: int) -> None:
-    if session.get(MessageRef, message_id) is None:
-        session.add(MessageRef(message_id=message_id, ticket_id=ticket_id))
+    # no autoflush: the pending ticket and article are written once, at commit
+    with session.no_autoflush:
+        if session.get(MessageRef, message_id) is None:
+            session.add(MessageRef(message_id=message_id, ticket_id=ticket_id))
 
 
 def resolve_merged(session: Session, ticket: Ticket) -> Ticket:
