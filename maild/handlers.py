@@ -14,7 +14,7 @@ from maild.notify import Outgoing
 from maild.operators import lifecycle
 from maild.sla.deadline import take_charge_due
 from maild.sla.priority import Priority, requested_priority, strip_priority_tag
-from maild.tickets import add_inbound_article, create_ticket, record_event
+from maild.tickets import create_ticket, record_event
 
 Handler = Callable[[Context, ParsedMessage, Decision], tuple[str, Ticket | None]]
 
@@ -85,15 +85,7 @@ def handle_new(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[st
     for key in ("previous_ticket", "attempted_ticket"):
         if key in decision.info:  # a closed ticket's reply, or a stranger's use of a tag
             record_event(ctx.session, ticket, ctx.now, "maild", key, None, decision.info[key])
-    add_inbound_article(
-        ctx.session,
-        ctx.rt.blobs,
-        ticket,
-        msg,
-        body_text=msg.text,
-        raw_sha256=ctx.raw_sha256,
-        now=ctx.now,
-    )
+    ctx.store_article(ticket, msg, msg.text)
     refs = [msg.message_id] if msg.message_id else []
     if not decision.bulk and ack_allowed(ctx, msg.sender.email):
         subj, text, html = ctx.rt.notifier.render(
@@ -167,15 +159,7 @@ def handle_follow_up(ctx: Context, msg: ParsedMessage, decision: Decision) -> tu
         return handle_new(ctx, msg, Decision(Route.NEW, None, reason, decision.bulk, info))
     decision.info["status_change"] = change
     body = quoting.new_text(msg.text, msg.html)
-    add_inbound_article(
-        ctx.session,
-        ctx.rt.blobs,
-        ticket,
-        msg,
-        body_text=body,
-        raw_sha256=ctx.raw_sha256,
-        now=ctx.now,
-    )
+    ctx.store_article(ticket, msg, body)
     if sender == ticket.requester_email:
         _add_watchers(ctx, ticket, msg)
     _operator_copy(ctx, msg, ticket, "follow_up_copy", body, decision)
@@ -212,16 +196,7 @@ def handle_bounce(
     summary = f"[Mancato recapito] {failed or 'destinatario non indicato'}"
     if info is not None and (info.status or info.diagnostic):
         summary += f" - {' '.join(x for x in (info.status, info.diagnostic) if x)}"
-    add_inbound_article(
-        ctx.session,
-        ctx.rt.blobs,
-        ticket,
-        msg,
-        body_text=f"{summary}\n\n{msg.text}",
-        raw_sha256=ctx.raw_sha256,
-        now=ctx.now,
-        internal=True,
-    )
+    ctx.store_article(ticket, msg, f"{summary}\n\n{msg.text}", internal=True)
     record_event(ctx.session, ticket, ctx.now, msg.sender.email, "bounce", None, failed or None)
     return "bounce", ticket
 
@@ -233,16 +208,7 @@ def handle_auto_reply(
     ticket = decision.ticket
     if ticket is None:
         return "auto_reply", None
-    add_inbound_article(
-        ctx.session,
-        ctx.rt.blobs,
-        ticket,
-        msg,
-        body_text=msg.text,
-        raw_sha256=ctx.raw_sha256,
-        now=ctx.now,
-        internal=True,
-    )
+    ctx.store_article(ticket, msg, msg.text, internal=True)
     return "auto_reply", ticket
 
 

@@ -27,9 +27,10 @@ from maild.config import Config
 from maild.db import Database
 from maild.log import get_logger
 from maild.message import ParsedMessage
-from maild.models import InboundMessage
+from maild.models import Article, InboundMessage, Ticket
 from maild.notify import Notifier, Outgoing
 from maild.parse import NotAMessage, parse_message
+from maild.tickets import add_inbound_article
 
 log = get_logger("maild.ingest")
 
@@ -101,6 +102,28 @@ class Context:
 
     def enqueue(self, out: Outgoing) -> None:
         self.rt.notifier.enqueue(self.session, out, self.now)
+
+    def store_article(
+        self,
+        ticket: Ticket,
+        msg: ParsedMessage,
+        body_text: str,
+        *,
+        internal: bool = False,
+        direction: str = "in",
+    ) -> Article:
+        """This message on `ticket`, with its attachments and the raw original."""
+        return add_inbound_article(
+            self.session,
+            self.rt.blobs,
+            ticket,
+            msg,
+            body_text=body_text,
+            raw_sha256=self.raw_sha256,
+            now=self.now,
+            internal=internal,
+            direction=direction,
+        )
 
 
 _BODY_SPLIT = re.compile(rb"\r?\n\r?\n")

@@ -23,7 +23,7 @@ from maild import pec
 from maild.log import get_logger
 from maild.message import Address, Attachment, ParsedMessage
 from maild.models import MessageRef, Ticket
-from maild.tickets import add_inbound_article, record_event, resolve_merged
+from maild.tickets import record_event, resolve_merged
 
 if TYPE_CHECKING:
     from maild.classify import Decision
@@ -155,16 +155,7 @@ def handle_pec_receipt(
         return "pec_receipt_unmatched", None
     info: pec.PecInfo = decision.info["pec"]
     summary = receipt_summary(info)
-    add_inbound_article(
-        ctx.session,
-        ctx.rt.blobs,
-        ticket,
-        msg,
-        body_text=f"Ricevuta PEC: {summary}\n\n{msg.text}",
-        raw_sha256=ctx.raw_sha256,
-        now=ctx.now,
-        internal=True,
-    )
+    ctx.store_article(ticket, msg, f"Ricevuta PEC: {summary}\n\n{msg.text}", internal=True)
     record_event(ctx.session, ticket, ctx.now, msg.sender.email, "pec_receipt", None, summary)
     return "pec_receipt", ticket
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -37,7 +37,6 @@ from maild.operators.commands import (
 )
 from maild.operators.lifecycle import Change
 from maild.tickets import (
-    add_inbound_article,
     record_event,
     remember_message_id,
     ticket_by_number,
@@ -182,16 +181,7 @@ def handle_operator_reply(ctx: Context, msg: ParsedMessage, decision: Decision):
 
 def _untrusted(ctx, msg, ticket, op, body, failures):
     """Kept for the operators to read, nothing executed, the real operator warned."""
-    add_inbound_article(
-        ctx.session,
-        ctx.rt.blobs,
-        ticket,
-        msg,
-        body_text=body,
-        raw_sha256=ctx.raw_sha256,
-        now=ctx.now,
-        internal=True,
-    )
+    ctx.store_article(ticket, msg, body, internal=True)
     record_event(ctx.session, ticket, ctx.now, op.email, "untrusted", None, ", ".join(failures))
     since = ctx.now - timedelta(hours=1)
     recent = ctx.rt.notifier.recent_count(ctx.session, "operator_untrusted", op.email, since)
@@ -308,23 +298,13 @@ def _apply(
     if acting_publicly and ticket.assignee is None:
         changes += lifecycle.take_charge(ctx, ticket, op, actor)  # the presa in carico
 
-    article_kw: dict[str, Any] = {"raw_sha256": ctx.raw_sha256, "now": ctx.now}
     if parsed.note is not None:
-        add_inbound_article(
-            ctx.session, ctx.rt.blobs, ticket, msg, body_text=parsed.note,
-            internal=True, direction="note", **article_kw,
-        )  # fmt: skip
+        ctx.store_article(ticket, msg, parsed.note, internal=True, direction="note")
         changes.append(Change("note", None, _first_line(parsed.note)))
     elif public:
-        add_inbound_article(
-            ctx.session, ctx.rt.blobs, ticket, msg, body_text=public, direction="out",
-            **article_kw,
-        )  # fmt: skip
+        ctx.store_article(ticket, msg, public, direction="out")
     elif not parsed.commands:  # nothing written (an empty reply): keep it for the record
-        add_inbound_article(
-            ctx.session, ctx.rt.blobs, ticket, msg, body_text=body_or_empty(msg),
-            internal=True, **article_kw,
-        )  # fmt: skip
+        ctx.store_article(ticket, msg, body_or_empty(msg), internal=True)
     else:
         _remember(ctx, msg, ticket)
     attachments = [(a.filename, a.content_type, a.data) for a in msg.attachments]
