@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from maild.backup.config import generic_rules
 from maild.backup.incidents import Unit, record_report, record_unknown
 from maild.backup.jobs import match_job
-from maild.backup.parsers import parse_view
+from maild.backup.parsers import _MARKER_SCAN, mentions_a_product, parse_view
 from maild.backup.parsers.mail import report_views
 from maild.backup.report import BackupReport
 from maild.classify import Decision
@@ -34,11 +34,22 @@ def read_report(ctx: Context, msg: ParsedMessage) -> tuple[BackupReport, set[str
     if msg.email is None:
         return None
     rules = generic_rules(ctx.cfg)
+    if not rules and not _may_be_report(msg):
+        return None
     for view in report_views(msg.email):
         report = parse_view(view, rules)
         if report is not None:
             return report, {view.sender_addr, msg.sender.email} - {""}
     return None
+
+
+def _may_be_report(msg: ParsedMessage) -> bool:
+    """Cheap test on the already decoded message: does any product's marker appear? The
+    common case, a person's request, then skips decoding the MIME tree again per view."""
+    if any(a.content_type == "message/rfc822" for a in msg.attachments):
+        return True  # a forwarded report: only the full path looks inside
+    head = f"{msg.sender.email}\n{msg.subject}\n{msg.text[:_MARKER_SCAN]}\n{(msg.html or '')[:_MARKER_SCAN]}"
+    return mentions_a_product(head)
 
 
 def rule_backup_report(ctx: Context, msg: ParsedMessage) -> Decision | None:

@@ -52,10 +52,24 @@ def _any_marker() -> re.Pattern[str]:
 
 ANY_MARKER = _any_marker()
 
+# Every product's MARKERS needs one of these words: a plain substring test rejects an
+# ordinary mail far faster than the regular expressions (3 ms -> 0.05 ms on 20 kB).
+# A new parser whose markers lack all of them must add its word here.
+_KEYWORDS = (
+    "backup", "backing up", "acronis", "bacula", "bareos", "cobian", "cron", "duplicati",
+    "parsedresult", "iperius", "hbs", "uranium", "veeam", "wbadmin",
+)  # fmt: skip
+
+
+def mentions_a_product(text: str) -> bool:
+    """Whether any product's markers may match `text` (then ANY_MARKER tells for sure)."""
+    low = text.lower()
+    return any(k in low for k in _KEYWORDS) and ANY_MARKER.search(text) is not None
+
 
 def parse_view(mail: ReportMail, generic_rules: Sequence[GenericRule] = ()) -> BackupReport | None:
     haystack = f"{mail.sender}\n{mail.subject}\n{mail.text[:_MARKER_SCAN]}"
-    for parser in PARSERS if ANY_MARKER.search(haystack) else ():
+    for parser in PARSERS if mentions_a_product(haystack) else ():
         if not parser.MARKERS.search(haystack):
             continue
         try:
