@@ -8,14 +8,17 @@ name when the message is processed again).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._dirs: set[Path] = set()  # directories known to exist
+        self._counter = itertools.count()
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -24,14 +27,19 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            if target.parent not in self._dirs:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(target.parent)
+            # a name no other writer uses: process, thread and a counter
+            tmp = (
+                target.parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{next(self._counter)}"
+            )
             try:
-                with os.fdopen(fd, "wb") as f:
+                with open(tmp, "wb") as f:
                     f.write(data)
                 os.replace(tmp, target)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise
         return digest
 
