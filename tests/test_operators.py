@@ -617,3 +617,21 @@ def test_closing_a_new_ticket_is_not_a_presa_in_carico(rt):
     assert (t.status, t.assignee, t.taken_at) == ("chiuso", None, None)
     assert mails(rt, "assignment_notice") == []
     assert len(mails(rt, to=EMPLOYEE)) == 1  # just the acknowledgement
+
+
+def test_lower_priority_lifts_the_overdue_mark(rt):
+    """An ALTA ticket past its 8 hours, lowered to BASSA (16 hours): no longer overdue,
+    the history and the confirmation say so."""
+    from maild.sla.escalation import sla_jobs
+
+    copy = new_ticket(rt, subject="[ALTA] Server fermo")
+    assert ticket(rt).priority == "ALTA"
+    rt.clock.set(datetime(2026, 3, 11, 16, 0, tzinfo=UTC))  # 10 working hours later
+    for job in sla_jobs(rt.cfg):
+        job.run_due(rt)
+    assert ticket(rt).overdue
+    ingest(rt, operator_reply(copy, "#priorita bassa"))
+    assert not ticket(rt).overdue
+    assert ("overdue", "True", "False", MARIO) in events(rt)
+    [conf] = mails(rt, "command_confirmation")
+    assert "Presa in carico scaduta: no" in text(conf)

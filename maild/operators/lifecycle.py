@@ -16,7 +16,7 @@ from maild.config import Config, EnteConfig, OperatorConfig
 from maild.log import get_logger
 from maild.models import CHIUSO, IN_ATTESA, IN_CARICO, NUOVO, OPEN_STATUSES, RISOLTO, Ticket
 from maild.operators import notices
-from maild.sla.deadline import take_charge_due, ticket_calendar
+from maild.sla.deadline import sync_overdue, take_charge_due, ticket_calendar
 from maild.tickets import record_event
 
 if TYPE_CHECKING:
@@ -174,7 +174,11 @@ def _recompute_due(ctx: Context, ticket: Ticket, actor: str) -> list[Change]:
     if due == ticket.sla_due_at:
         return []
     old, ticket.sla_due_at = ticket.sla_due_at, due
-    return [_change(ctx, ticket, actor, "sla_due_at", old, due)]
+    changes = [_change(ctx, ticket, actor, "sla_due_at", old, due)]
+    was_overdue = ticket.overdue
+    if sync_overdue(ctx.session, ctx.cfg, ticket, actor, ctx.now):  # history recorded there
+        changes.append(Change("overdue", _str(was_overdue), _str(ticket.overdue)))
+    return changes
 
 
 def set_category(ctx: Context, ticket: Ticket, category: str, actor: str) -> list[Change]:

@@ -195,9 +195,17 @@ def reprioritise(
         old_due.isoformat() if old_due else None,
         ticket.sla_due_at.isoformat(),
     )
-    overdue = any(c.breached for c in ticket_clocks(cfg, session, ticket, now))
-    if overdue != ticket.overdue:
-        record_event(session, ticket, now, actor, "overdue", str(ticket.overdue), str(overdue))
-        ticket.overdue = overdue
+    sync_overdue(session, cfg, ticket, actor, now)
     ticket.sla_check_at = CHECK_NOW
+    return True
+
+
+def sync_overdue(session: Session, cfg: Config, ticket: Ticket, actor: str, now: datetime) -> bool:
+    """Keep the overdue mark in step with a moved deadline (a lower priority can lift
+    it); the change goes into the history. Returns whether it changed."""
+    overdue = any(c.breached for c in ticket_clocks(cfg, session, ticket, now))
+    if overdue == ticket.overdue:
+        return False
+    record_event(session, ticket, now, actor, "overdue", str(ticket.overdue), str(overdue))
+    ticket.overdue = overdue
     return True
