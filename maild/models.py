@@ -209,5 +209,5 @@ class TicketEvent(Base):
     new_value: Mapped[str | None] = mapped_column(Text)
 
 
-from maild.sla import models as _sla_models  # noqa: E402,F401
 from maild.backup import models as _backup_models  # noqa: E402,F401
+from maild.sla import models as _sla_models  # noqa: E402,F401
