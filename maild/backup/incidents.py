@@ -235,20 +235,8 @@ def record_report(
     )
     body = unit.render_text("backup_article", **context)
     _report_article(unit, ticket, msg, body, raw_sha256)
-    subject, text, html = unit.render("backup_incident", body=body, **context)
-    unit.enqueue(
-        Outgoing(
-            kind="backup_incident",
-            ticket=ticket,
-            to=_to_operators(unit, ticket),
-            subject=subject,
-            text=text,
-            html=html,
-            in_reply_to=ticket.origin_message_id,
-            references=[r for r in (ticket.origin_message_id, msg.message_id) if r],
-            auto_submitted="auto-generated",
-            attachments=[(ORIGINAL_NAME, "message/rfc822", msg.raw)],
-        )
+    _tell_operators(
+        unit, ticket, msg, "backup_incident", body=body, attach_original=True, **context
     )
     return outcome, ticket
 
@@ -269,10 +257,24 @@ def _recovered(
     _report_article(unit, ticket, msg, body, raw_sha256)
     if resolve:
         _resolve(unit, ticket, state)
-    subject, text, html = unit.render("backup_resolved", body=body, **context)
+    _tell_operators(unit, ticket, msg, "backup_resolved", body=body, **context)
+
+
+def _tell_operators(
+    unit: Unit,
+    ticket: Ticket,
+    msg: ParsedMessage,
+    kind: str,
+    /,
+    attach_original: bool = False,
+    **context,
+) -> None:
+    """The operators' mail about a report, threaded on the incident (`context`, with the
+    ticket in it, goes to the template)."""
+    subject, text, html = unit.render(kind, **context)
     unit.enqueue(
         Outgoing(
-            kind="backup_resolved",
+            kind=kind,
             ticket=ticket,
             to=_to_operators(unit, ticket),
             subject=subject,
@@ -281,6 +283,7 @@ def _recovered(
             in_reply_to=ticket.origin_message_id,
             references=[r for r in (ticket.origin_message_id, msg.message_id) if r],
             auto_submitted="auto-generated",
+            attachments=[(ORIGINAL_NAME, "message/rfc822", msg.raw)] if attach_original else [],
         )
     )
 
