@@ -166,14 +166,16 @@ def _ticket(args: argparse.Namespace, cfg: Config, db) -> int:
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=2))
         else:
-            print(queries.format_list(rows))
+            print(queries.format_list(rows, cfg.service.tz))
         return EX_OK
     data = queries.show_ticket(db, cfg, args.number)
     if data is None:
         print(f"ticket {args.number} not found", file=sys.stderr)
         return 1
     print(
-        json.dumps(data, ensure_ascii=False, indent=2) if args.json else queries.format_show(data)
+        json.dumps(data, ensure_ascii=False, indent=2)
+        if args.json
+        else queries.format_show(data, cfg.service.tz)
     )
     return EX_OK
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -104,12 +104,20 @@ def show_ticket(db: Database, cfg: Config, number: str) -> dict[str, Any] | None
         return data
 
 
-def format_list(rows: list[dict[str, Any]]) -> str:
+def _local(value: str | None, tz: tzinfo | None) -> str:
+    """An ISO instant of the JSON form, shown in the service's time zone for people."""
+    if not value:
+        return ""
+    moment = datetime.fromisoformat(value)
+    return (moment.astimezone(tz) if tz else moment).strftime("%Y-%m-%d %H:%M")
+
+
+def format_list(rows: list[dict[str, Any]], tz: tzinfo | None = None) -> str:
     if not rows:
         return "(no tickets)"
     lines = [f"{'NUMBER':<13} {'STATUS':<10} {'PRIO':<6} {'DUE':<17} {'ENTE':<28} SUBJECT"]
     for r in rows:
-        due = (r["sla_due_at"] or "")[:16].replace("T", " ")
+        due = _local(r["sla_due_at"], tz)
         lines.append(
             f"{r['number']:<13} {r['status']:<10} {r['priority']:<6} {due:<17} "
             f"{(r['ente'] or '-')[:28]:<28} {r['subject']}"
@@ -117,17 +125,18 @@ def format_list(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def format_show(d: dict[str, Any]) -> str:
+def format_show(d: dict[str, Any], tz: tzinfo | None = None) -> str:
     out = [
         f"Ticket {d['number']}: {d['subject']}",
         f"  status {d['status']}, priority {d['priority']}, ente {d['ente'] or '-'}",
         f"  requester {d['requester']}, assignee {d['assignee'] or '-'}",
-        f"  created {d['created_at']}, taken {d['taken_at'] or '-'}, due {d['sla_due_at'] or '-'}",
+        f"  created {_local(d['created_at'], tz)}, taken {_local(d['taken_at'], tz) or '-'}, "
+        f"due {_local(d['sla_due_at'], tz) or '-'}",
         "",
     ]
     for a in d["articles"]:
         flag = " (internal)" if a["internal"] else ""
-        out.append(f"--- {a['direction']}{flag} {a['date']} from {a['sender']}")
+        out.append(f"--- {a['direction']}{flag} {_local(a['date'], tz)} from {a['sender']}")
         out.append(a["body_text"].rstrip())
         for x in a["attachments"]:
             out.append(f"  [attachment] {x['filename']} ({x['size']} bytes)")
@@ -136,6 +145,6 @@ def format_show(d: dict[str, Any]) -> str:
         out.append("History:")
         for e in d["history"]:
             out.append(
-                f"  {e['at']} {e['actor']}: {e['field']} {e['old'] or ''} -> {e['new'] or ''}"
+                f"  {_local(e['at'], tz)} {e['actor']}: {e['field']} {e['old'] or ''} -> {e['new'] or ''}"
             )
     return "\n".join(out)
