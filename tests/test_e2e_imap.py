@@ -152,3 +152,32 @@ async def test_large_backlog_is_read_in_batches(imap, smtp, state_dir):
         await wait_until(lambda: imap.count("maild/processed") == 30)
         with daemon.runtime.db.session() as s:
             assert len(s.scalars(select(Ticket)).all()) == 30
+
+
+async def test_stop_finishes_the_message_in_hand_and_leaves_the_rest(imap, smtp, state_dir):
+    """Stopping in the middle of a fetched batch: what was committed is moved, the rest
+    stays in the inbox for the next run, nothing is lost."""
+    sink, port = smtp
+    conn = imap.connect()
+    for i in range(40):
+        conn.append(
+            "INBOX", None, None, make_mail(sender=f"s{i}@comune.crema.example", subject=f"stop {i}")
+        )
+    conn.logout()
+    cfg = make_config(state_dir, imap=imap, smtp_port=port)
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.serve())
+    await asyncio.wait_for(daemon.ready.wait(), 10)
+
+    def recorded() -> int:
+        with daemon.runtime.db.session() as s:
+            return len(s.scalars(select(Ticket.id)).all())
+
+    await wait_until(lambda: recorded() >= 3)
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+    done = imap.count("maild/processed")
+    assert done == recorded() and imap.count("INBOX") == 40 - done
+    assert done < 40  # it did stop half-way
+    async with running(cfg):  # the next run takes the rest
+        await wait_until(lambda: imap.count("maild/processed") == 40, 30)

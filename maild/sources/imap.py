@@ -150,8 +150,9 @@ class ImapSource:
             uids.extend(int(x) for x in line.split() if x.isdigit())
         return uids
 
-    async def process_batch(self, uids: list[int]) -> int:
-        """Fetch, ingest and move one batch. Returns how many were handled."""
+    async def process_batch(self, uids: list[int], stopping: asyncio.Event | None = None) -> int:
+        """Fetch, ingest and move one batch. Returns how many were handled. When the daemon
+        is stopping, the message in hand is finished and the rest waits for the next run."""
         resp = _check(
             await self.client.uid("fetch", uid_ranges(uids), "(UID BODY.PEEK[])"), "UID FETCH"
         )
@@ -159,6 +160,8 @@ class ImapSource:
         handled = 0
         try:
             for uid, raw in parse_fetch(resp.lines):
+                if stopping is not None and stopping.is_set():
+                    break
                 item = InboundItem(raw, self.cfg.name, self.uidvalidity, uid)
                 result = await self.ingest(item)
                 folder = self.cfg.folder_for(result.folder)
@@ -192,7 +195,7 @@ class ImapSource:
             for i in range(0, len(uids), self.cfg.fetch_batch):
                 if stopping.is_set():
                     return total
-                total += await self.process_batch(uids[i : i + self.cfg.fetch_batch])
+                total += await self.process_batch(uids[i : i + self.cfg.fetch_batch], stopping)
         return total
 
     async def wait_for_mail(self, stopping: asyncio.Event) -> None:
