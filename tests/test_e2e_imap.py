@@ -181,3 +181,27 @@ async def test_stop_finishes_the_message_in_hand_and_leaves_the_rest(imap, smtp,
     assert done < 40  # it did stop half-way
     async with running(cfg):  # the next run takes the rest
         await wait_until(lambda: imap.count("maild/processed") == 40, 30)
+
+
+async def test_daemon_on_each_database(imap, smtp, state_dir, db_url):
+    """The production set-up (PostgreSQL) and the default (SQLite): a new request and the
+    requester's follow-up, end to end."""
+    sink, port = smtp
+    imap.append(make_mail(message_id="<db-1@comune.example>"))
+    imap.append(
+        make_mail(
+            subject="R: Stampante non stampa",
+            message_id="<db-2@comune.example>",
+            in_reply_to="<db-1@comune.example>",
+            body="Aggiungo: anche la seconda stampante.\n",
+        )
+    )
+    cfg = make_config(state_dir, db_url=db_url, imap=imap, smtp_port=port)
+    async with running(cfg) as daemon:
+        await asyncio.to_thread(sink.wait_for, 3, 15)  # ack, operators' copy, follow-up copy
+        await wait_until(lambda: imap.count("maild/processed") == 2)
+        await wait_until(lambda: outbox_statuses(daemon.runtime.db) == {"sent"})
+        with daemon.runtime.db.session() as s:
+            [t] = s.scalars(select(Ticket)).all()
+            assert t.number.endswith("-000001")
+        assert len(sink.to("m.rossi@comune.vaiano-cremasco.cr.it")) == 1
