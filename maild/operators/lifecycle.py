@@ -16,7 +16,7 @@ from maild.config import Config, EnteConfig, OperatorConfig
 from maild.log import get_logger
 from maild.models import CHIUSO, IN_ATTESA, IN_CARICO, NUOVO, OPEN_STATUSES, RISOLTO, Ticket
 from maild.operators import notices
-from maild.sla.deadline import sync_overdue, take_charge_due, ticket_calendar
+from maild.sla.deadline import reprioritise, sync_overdue, take_charge_due, ticket_calendar
 from maild.tickets import record_event
 
 if TYPE_CHECKING:
@@ -151,13 +151,19 @@ def take_charge(ctx: Context, ticket: Ticket, op: OperatorConfig, actor: str) ->
 
 
 def set_priority(ctx: Context, ticket: Ticket, priority: str, actor: str) -> list[Change]:
-    """A new priority moves the take-charge deadline (counted from reception)."""
-    if ticket.priority == priority:
+    """A new priority moves the take-charge deadline (counted from reception); the SLA
+    module does it and writes the history, we list the changes for the confirmation."""
+    before = (ticket.priority, ticket.sla_due_at, ticket.overdue)
+    if not reprioritise(ctx.session, ctx.cfg, ticket, priority, actor, ctx.now):
         return []
-    changes = [_change(ctx, ticket, actor, "priority", ticket.priority, priority)]
-    ticket.priority = priority
-    changes += _recompute_due(ctx, ticket, actor)
-    return changes
+    after = (ticket.priority, ticket.sla_due_at, ticket.overdue)
+    return [
+        Change(field, _str(old), _str(new))
+        for field, old, new in zip(
+            ("priority", "sla_due_at", "overdue"), before, after, strict=True
+        )
+        if old != new
+    ]
 
 
 def set_ente(ctx: Context, ticket: Ticket, ente: EnteConfig, actor: str) -> list[Change]:
