@@ -16,6 +16,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes
 from email.message import Message
 from email.policy import default as default_policy
@@ -226,11 +227,13 @@ PG_AVAILABLE = _pg_available()
 DB_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
-@pytest.fixture(params=DB_PARAMS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'maild.db'}"
-        return
+PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+
+
+@contextmanager
+def pg_schema_url() -> Iterator[str]:
+    """A database URL on a private, throw-away PostgreSQL schema. Without PostgreSQL the
+    test is skipped on a developer's machine and fails on CI, where it must run."""
     if not PG_AVAILABLE:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 on CI")
@@ -238,17 +241,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(
-        "host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True
-    ) as c:
+    with psycopg.connect(PG_DSN, autocommit=True) as c:
         c.execute(f"CREATE SCHEMA {schema}")
     try:
         yield f"{PG_URL}?options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect(
-            "host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True
-        ) as c:
+        with psycopg.connect(PG_DSN, autocommit=True) as c:
             c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=DB_PARAMS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'maild.db'}"
+        return
+    with pg_schema_url() as url:
+        yield url
 
 
 # -- configurations --------------------------------------------------------------------------

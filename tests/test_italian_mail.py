@@ -4,9 +4,7 @@ path), checked against its expected.json entry, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,11 +29,10 @@ from maild.parse import parse_message
 from maild.subject import title_of
 from maild.tickets import create_ticket, remember_message_id
 
-from .conftest import DB_PARAMS, PG_AVAILABLE, PG_URL, SHARED, make_config
+from .conftest import DB_PARAMS, SHARED, make_config, pg_schema_url
 
 SAMPLES = SHARED / "samples" / "italian-mail"
 EXPECTED: dict[str, dict] = json.loads((SAMPLES / "expected.json").read_text("utf-8"))
-PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 T0 = datetime(2026, 3, 27, 9, 0, tzinfo=UTC)  # after every sample's date, a Friday
 
 
@@ -63,23 +60,13 @@ def shared_db(request, tmp_path_factory) -> Iterator[Database]:
         yield db
         db.dispose()
         return
-    if not PG_AVAILABLE:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 on CI")
-        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as c:
-        c.execute(f"CREATE SCHEMA {schema}")
-    db = Database(f"{PG_URL}?options=-csearch_path%3D{schema}")
-    try:
-        db.upgrade()
-        yield db
-    finally:
-        db.dispose()
-        with psycopg.connect(PG_DSN, autocommit=True) as c:
-            c.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema_url() as url:
+        db = Database(url)
+        try:
+            db.upgrade()
+            yield db
+        finally:
+            db.dispose()
 
 
 def runtime(db: Database, state_dir: Path) -> Runtime:
