@@ -14,6 +14,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
+import maild.batch  # noqa: F401  (hooks the write-behind of appended rows into sessions)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -79,6 +79,7 @@ def handle_new(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[st
         ente=ente.name if ente else None,
         priority=priority,
         origin_message_id=msg.message_id,
+        flush=False,  # written with the batch's other rows
     )
     ticket.sla_due_at = take_charge_due(cfg, ente, priority, ctx.now)
     _add_watchers(ctx, ticket, msg)

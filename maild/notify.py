@@ -24,11 +24,11 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from maild.batch import OUTBOX, batch_of
 from maild.config import Config
-from maild.models import MessageRef, OutboxMessage, Ticket
+from maild.models import Ticket
 
 
 def templates_dir(cfg: Config) -> Path:
@@ -41,6 +41,15 @@ def templates_dir(cfg: Config) -> Path:
         if c is not None and (c / "it").is_dir():
             return c
     raise FileNotFoundError("maild templates not found; set service.templates_dir")
+
+
+# the outbox sends lower numbers first: in a backlog the requesters' acknowledgements
+# (the contract's "within seconds") go before operators' copies, digests and alerts
+URGENT_KINDS = frozenset({"ack", "too_large", "status_request"})
+
+
+def priority_of(kind: str) -> int:
+    return 0 if kind in URGENT_KINDS else 5
 
 
 @dataclass
@@ -154,40 +163,40 @@ class Notifier:
         message_id, data = self.build_bytes(out, now)
         return message_id, message_from_bytes(data, policy=SMTP)
 
-    def enqueue(self, session: Session, out: Outgoing, now: datetime) -> OutboxMessage:
+    def enqueue(self, session: Session, out: Outgoing, now: datetime) -> str:
+        """Queue `out` in the caller's transaction; returns its Message-ID."""
         message_id, data = self.build_bytes(out, now)
         recipients = list(dict.fromkeys([*out.to, *out.cc]))
-        row = OutboxMessage(
-            ticket_id=out.ticket.id if out.ticket is not None else None,
-            kind=out.kind,
-            message_id=message_id,
-            envelope_from=self.cfg.service.address,
-            recipients=recipients,
-            rate_key=out.rate_key,
-            data=data,
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
+        ticket = None if out.ticket is None else out.ticket.id or out.ticket
+        batch = batch_of(session)
+        batch.add(
+            OUTBOX,
+            {
+                "ticket_id": ticket,
+                "kind": out.kind,
+                "priority": priority_of(out.kind),
+                "message_id": message_id,
+                "envelope_from": self.cfg.service.address,
+                "recipients": recipients,
+                "rate_key": out.rate_key,
+                "data": data,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "claimed_at": None,
+                "last_error": None,
+                "created_at": now,
+                "sent_at": None,
+            },
         )
-        session.add(row)
-        if out.ticket is not None:
-            # replies to this mail thread onto the ticket
-            session.add(MessageRef(message_id=message_id, ticket_id=out.ticket.id))
-        return row
+        batch.queued(out.kind, out.rate_key)
+        if ticket is not None:
+            batch.remember(message_id, ticket)  # replies to this mail thread onto the ticket
+        return message_id
 
     def recent_count(self, session: Session, kind: str, rate_key: str, since: datetime) -> int:
-        # committed mail is what counts: no need to flush this message's pending rows first
-        with session.no_autoflush:
-            return session.scalar(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(
-                    OutboxMessage.kind == kind,
-                    OutboxMessage.rate_key == rate_key,
-                    OutboxMessage.created_at >= since,
-                )
-            )
+        """Mail of `kind` queued for `rate_key` since `since` (this transaction's included)."""
+        return batch_of(session).recent(session, kind, rate_key, since)
 
 
 # -- wire format ----------------------------------------------------------------------------

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from maild.batch import ARTICLES, ATTACHMENTS, EVENTS, batch_of
 from maild.blobs import BlobStore
-from maild.message import ParsedMessage
-from maild.models import (
-    Article,
-    AttachmentRow,
-    MessageRef,
-    Ticket,
-    TicketCounter,
-    TicketEvent,
-)
+from maild.message import Attachment, ParsedMessage
+from maild.models import Ticket
 
 
 def next_seq(session: Session, year: int) -> int:
@@ -27,20 +19,7 @@ def next_seq(session: Session, year: int) -> int:
     The counter row is updated (so locked) until commit: concurrent creators queue on it,
     a rollback gives the number back, so numbers have no gaps and are never reused.
     """
-    bump = (
-        update(TicketCounter)
-        .where(TicketCounter.year == year)
-        .values(last_seq=TicketCounter.last_seq + 1)
-        .returning(TicketCounter.last_seq)
-    )
-    seq = session.execute(bump).scalar_one_or_none()
-    if seq is None:  # the year's first ticket (or a concurrent creator is making the row)
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(
-            insert(TicketCounter).values(year=year, last_seq=0).on_conflict_do_nothing()
-        )
-        seq = session.execute(bump).scalar_one()
-    return seq
+    return batch_of(session).next_seq(session, year)
 
 
 # PostgreSQL enforces column lengths: hostile or broken headers are cut, never refused
@@ -58,7 +37,10 @@ def create_ticket(
     kind: str = "richiesta",
     origin_message_id: str | None = None,
     actor: str = "maild",
+    flush: bool = True,
 ) -> Ticket:
+    """A new ticket with the year's next number. flush=False leaves the INSERT to the
+    batch (ticket.id stays None until then; rows made with the ticket object resolve it)."""
     seq = next_seq(session, local_year)
     ticket = Ticket(
         number=number_format.format(year=local_year, seq=seq),
@@ -77,7 +59,8 @@ def create_ticket(
         watchers=[],
     )
     session.add(ticket)
-    session.flush()
+    if flush:
+        session.flush()
     record_event(session, ticket, now, actor, "created", None, ticket.number)
     return ticket
 
@@ -91,10 +74,16 @@ def record_event(
     old: str | None,
     new: str | None,
 ) -> None:
-    session.add(
-        TicketEvent(
-            ticket_id=ticket.id, at=at, actor=actor, field=field, old_value=old, new_value=new
-        )
+    batch_of(session).add(
+        EVENTS,
+        {
+            "ticket_id": ticket.id or ticket,
+            "at": at,
+            "actor": actor,
+            "field": field,
+            "old_value": old,
+            "new_value": new,
+        },
     )
 
 
@@ -109,44 +98,49 @@ def add_inbound_article(
     now: datetime,
     internal: bool = False,
     direction: str = "in",
-) -> Article:
-    article = Article(
-        ticket_id=ticket.id,
-        direction=direction,
-        internal=internal,
-        sender=msg.sender.email[:320],
-        recipients=[a.email for a in (*msg.to, *msg.cc)],
-        subject=msg.subject,
-        date=msg.date or now,
-        message_id=msg.message_id,
-        body_text=body_text,
-        body_html=msg.html,
-        raw_sha256=raw_sha256,
-        created_at=now,
+    extra_attachments: tuple[Attachment, ...] = (),
+) -> None:
+    """The message as an article of `ticket`, its attachments stored under state_dir."""
+    batch = batch_of(session)
+    article = batch.add(
+        ARTICLES,
+        {
+            "ticket_id": ticket.id or ticket,
+            "direction": direction,
+            "internal": internal,
+            "sender": msg.sender.email[:320],
+            "recipients": [a.email for a in (*msg.to, *msg.cc)],
+            "subject": msg.subject,
+            "date": msg.date or now,
+            "message_id": msg.message_id,
+            "body_text": body_text,
+            "body_html": msg.html,
+            "raw_sha256": raw_sha256,
+            "created_at": now,
+        },
     )
-    for att in msg.attachments:
-        article.attachments.append(
-            AttachmentRow(
-                filename=att.filename[-255:],  # keep the extension
-                content_type=att.content_type[:255],
-                size=len(att.data),
-                sha256=blobs.put(att.data),
-                content_id=att.content_id[:998] if att.content_id else None,
-                inline=att.inline,
-            )
+    for att in (*msg.attachments, *extra_attachments):
+        batch.add(
+            ATTACHMENTS,
+            {
+                "article_id": article,
+                "filename": att.filename[-255:],  # keep the extension
+                "content_type": att.content_type[:255],
+                "size": len(att.data),
+                "sha256": blobs.put(att.data),
+                "content_id": att.content_id[:998] if att.content_id else None,
+                "inline": att.inline,
+            },
         )
-    session.add(article)
     if msg.message_id:
-        remember_message_id(session, msg.message_id, ticket.id)
+        remember_message_id(session, msg.message_id, ticket)
     ticket.updated_at = now
-    return article
 
 
-def remember_message_id(session: Session, message_id: str, ticket_id: int) -> None:
-    # no autoflush: the pending ticket and article are written once, at commit
-    with session.no_autoflush:
-        if session.get(MessageRef, message_id) is None:
-            session.add(MessageRef(message_id=message_id, ticket_id=ticket_id))
+def remember_message_id(session: Session, message_id: str, ticket: Ticket | int) -> None:
+    batch = batch_of(session)
+    batch.prefetch_refs(session, [message_id])
+    batch.remember(message_id, ticket.id or ticket if isinstance(ticket, Ticket) else ticket)
 
 
 def resolve_merged(session: Session, ticket: Ticket) -> Ticket:
@@ -162,16 +156,13 @@ def ticket_by_references(session: Session, msg: ParsedMessage) -> Ticket | None:
     ids = [*msg.in_reply_to, *reversed(msg.references)]
     if not ids:
         return None
-    rows = dict(
-        session.execute(
-            select(MessageRef.message_id, MessageRef.ticket_id).where(
-                MessageRef.message_id.in_(ids)
-            )
-        ).all()
-    )
+    known = batch_of(session).ticket_ids(session, ids)
     for mid in ids:
-        if mid in rows:
-            return resolve_merged(session, session.get(Ticket, rows[mid]))
+        if mid in known:
+            ticket = known[mid]
+            if not isinstance(ticket, Ticket):
+                ticket = session.get(Ticket, ticket)
+            return resolve_merged(session, ticket)
     return None
 
 

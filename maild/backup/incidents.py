@@ -21,7 +21,8 @@ from maild.backup.config import BackupJobConfig, norm
 from maild.backup.jobs import ente_of, lock_state
 from maild.backup.models import BackupIncident, BackupJobState, BackupRun, BackupUnknownJob
 from maild.backup.report import BackupReport
-from maild.models import OPEN_STATUSES, RISOLTO, Article, AttachmentRow, Ticket
+from maild.message import Attachment
+from maild.models import OPEN_STATUSES, RISOLTO, Article, Ticket
 from maild.notify import Outgoing
 from maild.sla.deadline import take_charge_due
 from maild.sla.priority import Priority
@@ -292,7 +293,7 @@ def _report_article(
     unit: Unit, ticket: Ticket, msg: ParsedMessage, body: str, raw_sha256: str
 ) -> None:
     """The report on the ticket, internal (it is machine mail), the original attached."""
-    article = add_inbound_article(
+    add_inbound_article(
         unit.session,
         unit.rt.blobs,
         ticket,
@@ -301,16 +302,7 @@ def _report_article(
         raw_sha256=raw_sha256,
         now=unit.now,
         internal=True,
-    )
-    article.attachments.append(
-        AttachmentRow(
-            filename=ORIGINAL_NAME,
-            content_type="message/rfc822",
-            size=len(msg.raw),
-            sha256=raw_sha256,
-            content_id=None,
-            inline=False,
-        )
+        extra_attachments=(Attachment(ORIGINAL_NAME, "message/rfc822", msg.raw),),
     )
 
 
