@@ -138,18 +138,23 @@ class Sink:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.count = 0
-        self.last = 0.0
-        self.acks: dict[bytes, float] = {}  # In-Reply-To -> first acceptance time
+        self.last = 0.0  # wall-clock time of the last mail accepted
+        self.last_ack = 0.0  # ... and of the last acknowledgement
+        self.ack_count = 0
+        self.acks: dict[bytes, float] = {}  # In-Reply-To -> first acceptance (monotonic)
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         head = envelope.content[: envelope.content.find(b"\r\n\r\n") + 2]
         m = _IRT.search(head)
         with self.lock:
             self.count += 1
-            self.last = now
-            if m and b"X-Maild-Kind: ack" in head:
-                self.acks.setdefault(m.group(1), now)
+            self.last = wall
+            if b"X-Maild-Kind: ack" in head:
+                self.ack_count += 1
+                self.last_ack = wall
+                if m:
+                    self.acks.setdefault(m.group(1), now)
         return "250 OK"
 
 
@@ -256,12 +261,13 @@ class DbProbe:
             dsn, _, query = url.replace("postgresql+psycopg://", "postgresql://").partition("?")
             self.conn = psycopg.connect(dsn + ("?" + query if query else ""), autocommit=True)
 
-    def counts(self) -> tuple[int, int, int] | None:
-        """(inbound messages, outbox rows, outbox rows not sent)"""
+    def counts(self) -> tuple[int, int, int, int] | None:
+        """(inbound messages, outbox rows, outbox rows not sent, acknowledgements queued)"""
         q = (
             "SELECT (SELECT count(*) FROM inbound_messages),"
             " (SELECT count(*) FROM outbox),"
-            " (SELECT count(*) FROM outbox WHERE status <> 'sent')"
+            " (SELECT count(*) FROM outbox WHERE status <> 'sent'),"
+            " (SELECT count(*) FROM outbox WHERE kind = 'ack')"
         )
         try:
             if self.conn is not None:
@@ -294,14 +300,17 @@ def private_schema(url: str, stack: ExitStack) -> str:
 
 
 class MaildProcess:
-    def __init__(self, config: Path, base: Path, profile: str | None) -> None:
+    def __init__(
+        self, config: Path, base: Path, profile: str | None, spy: str | None = None
+    ) -> None:
         self.log_path = base / "maild.log"
         cmd = [sys.executable]
         if profile:
             cmd += ["-m", "cProfile", "-o", profile]
         cmd += ["-m", "maild.cli", "--config", str(config), "run"]
         self.started = time.monotonic()
-        self.logf = open(self.log_path, "wb")
+        self.started_wall = time.time()
+        self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
@@ -310,11 +319,38 @@ class MaildProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
+        self.spy = None
+        if spy:  # py-spy samples both processes (pip install py-spy)
+            self.spy = subprocess.Popen(
+                ["py-spy", "record", "--subprocesses", "--gil", "-r", "200", "-f", "raw"]
+                + ["-o", spy, "--pid", str(self.proc.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
-    def cpu(self) -> float:
-        """CPU seconds (user + system, all threads) maild has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu(self) -> dict[int, float]:
+        """CPU seconds (user + system, all threads) used so far by maild (first) and its
+        sender process."""
+        out = {}
+        for pid in _tree(self.proc.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+    def events(self, event: str) -> list[float]:
+        """Wall-clock times (from maild's own log timestamps) of every `event`."""
+        from datetime import datetime
+
+        out = []
+        for line in self.log_path.read_bytes().splitlines():
+            if f'"event": "{event}"'.encode() not in line:
+                continue
+            rec = json.loads(line)
+            out.append(datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp())
+        return out
 
     def wait_log(self, event: str, timeout: float) -> float:
         """Monotonic time at which `event` was first seen in the log (polled)."""
@@ -352,21 +388,41 @@ class MaildProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.logf.close()
+        if self.spy is not None:
+            self.spy.wait(60)
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [
+                    int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()
+                ]
+        except OSError:
+            pass
+    return out
 
 
 def wait_ingested(probe: DbProbe, sink: Sink, n: int, proc: MaildProcess, timeout: float):
+    """Until every message is recorded and every mail, acknowledgements first, accepted."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.proc.poll() is not None:
             raise RuntimeError(f"maild exited with {proc.proc.returncode}; see {proc.log_path}")
         c = probe.counts()
         if c is not None:
-            inbound, outbox, unsent = c
+            inbound, outbox, unsent, acks = c
             with sink.lock:
                 received = sink.count
             if inbound >= n and unsent == 0 and received >= outbox:
                 with sink.lock:
-                    return c, sink.last
+                    assert sink.ack_count >= acks, (sink.ack_count, acks)
+                    return c, sink.last_ack, sink.last
         time.sleep(0.05)
     raise TimeoutError(f"not done in {timeout}s: {probe.counts()}, {sink.count} mails at SMTP")
 
@@ -467,27 +523,35 @@ def run(args: argparse.Namespace) -> int:
         if args.pg:
             db_url = private_schema(args.pg, stack)
         config = write_config(base, dove.port, smtp_port, db_url)
-        proc = MaildProcess(config, base, args.profile)
+        proc = MaildProcess(config, base, args.profile, args.spy)
         stack.callback(proc.stop)
-        connected = proc.wait_log("imap_connected", 60)
+        proc.wait_log("imap_connected", 60)
         cpu0 = proc.cpu()
         probe = DbProbe(db_url)
-        (inbound, outbox, _), last = wait_ingested(probe, sink, args.n, proc, args.timeout)
-        results["maild_cpu_ms"] = (proc.cpu() - cpu0) / args.n * 1000
-        total = last - proc.started
-        from_conn = last - connected
-        rate = args.n / total
+        (inbound, outbox, _, acks), last_ack, last = wait_ingested(
+            probe, sink, args.n, proc, args.timeout
+        )
+        cpu1 = proc.cpu()
+        used = [cpu1[pid] - cpu0.get(pid, 0.0) for pid in cpu1]
+        results["maild_cpu_ms"] = sum(used) / args.n * 1000
+        results["main_cpu_ms"] = used[0] / args.n * 1000
+        connected = proc.events("imap_connected")[0]
+        committed = max(proc.events("message_ingested"))
+        done = max(committed, last_ack)  # every ticket committed, every ack accepted
         results.update(
-            ingest=rate,
-            ingest_from_connected=args.n / from_conn,
-            startup=connected - proc.started,
+            ingest=args.n / (done - connected),
+            ingest_all_mail=args.n / (max(done, last) - connected),
+            ingest_from_start=args.n / (done - proc.started_wall),
+            startup=connected - proc.started_wall,
             outbox=outbox,
+            acks=acks,
         )
         processed = dove.count("maild/processed") + dove.count("maild/quarantine")
         log(
-            f"maild: {args.n} msgs, {outbox} mails sent, in {total:.2f}s from process start "
-            f"({connected - proc.started:.2f}s start-up) = {rate:.0f} msgs/s; "
-            f"{args.n / from_conn:.0f} msgs/s from IMAP connected; moved {processed}"
+            f"maild: {args.n} msgs: last ticket committed {committed - connected:.2f}s and last"
+            f" of {acks} acks accepted {last_ack - connected:.2f}s after IMAP connected"
+            f" (start-up {results['startup']:.2f}s); all {outbox} mails"
+            f" {last - connected:.2f}s; moved {processed}"
         )
         if args.latency:
             lat = measure_latency(dove, sink, args.latency, args.rate)
@@ -502,19 +566,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"maild ingestion benchmark: {args.n} messages, {results['cores']} cores, {db}")
     print(f"  floor (aioimaplib 250-UID FETCH + mail-parser): {results['floor']:8.0f} msgs/s")
     print(
-        f"  maild (process start -> last mail accepted):    {results['ingest']:8.0f} msgs/s"
-        f"  ({results['outbox']} mails sent, start-up {results['startup']:.2f}s)"
+        f"  maild (IMAP connected -> every ticket committed and every ack accepted):"
+        f" {results['ingest']:6.0f} msgs/s"
     )
+    print(f"  ratio maild/floor: {results['ingest'] / results['floor']:.0%} (goal >= 50%)")
     print(
-        f"  maild (IMAP connected -> last mail accepted):   {results['ingest_from_connected']:8.0f} msgs/s"
+        f"  also: from process start {results['ingest_from_start']:.0f} msgs/s"
+        f" (start-up {results['startup']:.2f}s); until all {results['outbox']} mails"
+        f" (operators' copies too) accepted {results['ingest_all_mail']:.0f} msgs/s"
     )
-    ratio = results["ingest"] / results["floor"]
-    ratio_c = results["ingest_from_connected"] / results["floor"]
-    print(f"  ratio maild/floor: {ratio:.0%} (from connected: {ratio_c:.0%}; goal >= 50%)")
     print(
         f"  CPU per message: floor {results['floor_cpu_ms']:.2f} ms, maild "
-        f"{results['maild_cpu_ms']:.2f} ms (ratio {results['floor_cpu_ms'] / results['maild_cpu_ms']:.0%};"
-        " independent of other load on the machine)"
+        f"{results['maild_cpu_ms']:.2f} ms (both processes, until all mail sent; the main one"
+        f" {results['main_cpu_ms']:.2f} ms)"
     )
     if "latency" in results:
         lat = results["latency"]
@@ -548,6 +612,7 @@ def main() -> int:
     )
     ap.add_argument("--timeout", type=float, default=300, help="seconds allowed for the backlog")
     ap.add_argument("--profile", help="run maild under cProfile, stats to this file")
+    ap.add_argument("--spy", help="sample maild with py-spy (--gil), raw stacks to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
     return run(ap.parse_args())

@@ -67,6 +67,7 @@ class Batch:
         # (kind, rate_key) -> mail queued since the batch's rate window began
         self.rate: dict[tuple[str, str], int] = {}
         self.rate_since: datetime | None = None
+        self.tickets: list[Ticket] = []
         # year -> [last number taken, last number written to ticket_counters]
         self.seq: dict[int, list[int]] = {}
 
@@ -125,6 +126,14 @@ class Batch:
             )
             for mid in part:
                 self.refs[mid] = found.get(mid)
+
+    def load_tickets(self, session: Session) -> None:
+        """The tickets of the known Message-IDs, in one query: the batch's messages then
+        find them in the session instead of asking one by one."""
+        ids = {t for t in self.refs.values() if isinstance(t, int)}
+        if ids:
+            # held here: the session's identity map keeps objects only while referenced
+            self.tickets = session.scalars(select(Ticket).where(Ticket.id.in_(ids))).all()
 
     def ticket_ids(self, session: Session, ids: list[str]) -> dict[str, Ticket | int]:
         """Which of `ids` maild knows, and their tickets."""

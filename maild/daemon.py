@@ -18,8 +18,9 @@ from maild.config import Config, ConfigError, load_config
 from maild.db import Database
 from maild.ingest import InboundItem, Ingestor, IngestResult, Runtime
 from maild.log import get_logger
-from maild.outbox import OutboxSender, make_transport
+from maild.outbox import OutboxSender, make_transport, release_leases
 from maild.scheduler import Scheduler, default_jobs
+from maild.sender_process import SenderProcess
 from maild.sources.imap import ImapSource
 from maild.sources.maildir import MaildirSource
 
@@ -41,16 +42,20 @@ class Daemon:
         clock: Clock | None = None,
         config_path: Path | None = None,
         loader: Callable[[Path | None], Config] = load_config,
+        sender_process: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
+        # the outbox sender in a process of its own (maild.sender_process), except where a
+        # test drives time by hand: another process cannot read that clock
+        self.sender_process = clock is None if sender_process is None else sender_process
         self.config_path = config_path or cfg.source
         self.loader = loader
         self.stopping = asyncio.Event()
         self.reload = asyncio.Event()
         self.ready = asyncio.Event()
         self.sources: list[ImapSource | MaildirSource] = []
-        self.sender: OutboxSender | None = None
+        self.sender: OutboxSender | SenderProcess | None = None
         self.runtime: Runtime | None = None
 
     def build(self, cfg: Config) -> list[Callable[[asyncio.Event], object]]:
@@ -64,15 +69,22 @@ class Daemon:
         rt = Runtime.create(cfg, db=db, clock=self.clock)
         self.runtime = rt
         ingestor = Ingestor(rt)
-        sender = OutboxSender(rt.db, make_transport(cfg.smtp), self.clock, cfg.smtp)
         if rt.db.engine.dialect.name == "sqlite":
-            sender.release_leases()  # SQLite means a single instance: old leases are ours
+            release_leases(rt.db, self.clock)  # SQLite means a single instance: they are ours
+        if self.sender_process:
+            sender: OutboxSender | SenderProcess = SenderProcess(cfg)
+            wake = sender.wake
+        else:
+            sender = OutboxSender(rt.db, make_transport(cfg.smtp), self.clock, cfg.smtp)
+            wake = sender.wakeup.set
         self.sender = sender
 
-        async def ingest(item: InboundItem) -> IngestResult:
-            result = await asyncio.to_thread(ingestor.ingest, item)
-            sender.wakeup.set()
-            return result
+        async def ingest(
+            items: list[InboundItem], stop: Callable[[], bool] | None
+        ) -> list[IngestResult]:
+            results = await asyncio.to_thread(ingestor.ingest_batch, items, stop)
+            wake()
+            return results
 
         self.sources = [
             ImapSource(m, ingest) if m.type == "imap" else MaildirSource(m, ingest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
@@ -19,7 +20,9 @@ import maild.batch  # noqa: F401  (hooks the write-behind of appended rows into 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, read_only: bool = False) -> Engine:
+    """read_only (SQLite): transactions begin DEFERRED, so a reader neither waits for the
+    write lock nor holds it; in WAL mode it reads the last committed state."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
@@ -40,7 +43,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
@@ -61,6 +64,21 @@ class Database:
     def session(self) -> Session:
         return self.sessions()
 
+    @cached_property
+    def reader(self) -> Engine:
+        """For reads that must not queue behind writers (SQLite): the outbox sender's."""
+        if self.engine.dialect.name != "sqlite":
+            return self.engine
+        return make_engine(self.url, read_only=True)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file, when the database is a SQLite file."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        db = self.engine.url.database
+        return Path(db) if db and db != ":memory:" else None
+
     def upgrade(self) -> None:
         upgrade(self.engine)
 
@@ -69,6 +87,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if "reader" in self.__dict__ and self.reader is not self.engine:
+            self.reader.dispose()
 
 
 def alembic_config(engine: Engine):

@@ -313,6 +313,7 @@ class Ingestor:
                 session,
                 (i for p in run for i in (p.msg.message_id, *p.msg.in_reply_to, *p.msg.references)),
             )
+            batch.load_tickets(session)
             batch.prefetch_rates(
                 session, ["ack"], (p.msg.sender.email for p in run), now - ACK_WINDOW
             )

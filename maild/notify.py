@@ -46,10 +46,11 @@ def templates_dir(cfg: Config) -> Path:
 # the outbox sends lower numbers first: in a backlog the requesters' acknowledgements
 # (the contract's "within seconds") go before operators' copies, digests and alerts
 URGENT_KINDS = frozenset({"ack", "too_large", "status_request"})
+URGENT, NORMAL = 0, 5
 
 
 def priority_of(kind: str) -> int:
-    return 0 if kind in URGENT_KINDS else 5
+    return URGENT if kind in URGENT_KINDS else NORMAL
 
 
 @dataclass

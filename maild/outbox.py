@@ -1,9 +1,9 @@
 """The outbox sender: delivers queued mail, retrying with exponential backoff.
 
-Rows are claimed with a lease (next_attempt_at pushed into the future, `FOR UPDATE SKIP
-LOCKED` on PostgreSQL so several senders share the work), sent, then marked sent one by
-one: a kill between the SMTP acceptance and the mark re-sends at most that one message.
-An SMTP outage only delays mail: the rows wait in the table.
+Due rows are taken in priority order (requesters' acknowledgements before operators'
+copies: maild.notify.priority_of), sent, then marked sent one by one: a kill between the
+SMTP acceptance and the mark re-sends at most that one message. An SMTP outage only
+delays mail: the rows wait in the table.
 """
 
 from __future__ import annotations
@@ -13,18 +13,22 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from maild.clock import Clock
 from maild.config import SmtpConfig
 from maild.db import Database
+from maild.journal import SentJournal, journal_path
 from maild.log import get_logger
 from maild.models import OutboxMessage
+from maild.notify import URGENT
 
 log = get_logger("maild.outbox")
 SMTP_CONNECTIONS = 4  # parallel connections to the relay while a backlog is delivered
@@ -156,7 +160,51 @@ def make_transport(cfg: SmtpConfig) -> Transport:
     return SmtpPool(cfg, SMTP_CONNECTIONS)
 
 
+def release_leases(db: Database, clock: Clock) -> None:
+    """At start of a single-instance daemon: our previous run's leases are void."""
+    with db.engine.begin() as c:
+        c.execute(
+            update(_OUTBOX)
+            .where(_OUTBOX.c.status == "pending", _OUTBOX.c.claimed_at.is_not(None))
+            .values(next_attempt_at=clock.now(), claimed_at=None)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """An outbox row as the sender needs it."""
+
+    id: int
+    kind: str
+    message_id: str
+    envelope_from: str
+    recipients: list[str]
+    data: bytes
+    attempts: int
+    priority: int
+
+
+_MAIL_COLUMNS = (
+    _OUTBOX.c.id,
+    _OUTBOX.c.kind,
+    _OUTBOX.c.message_id,
+    _OUTBOX.c.envelope_from,
+    _OUTBOX.c.recipients,
+    _OUTBOX.c.data,
+    _OUTBOX.c.attempts,
+    _OUTBOX.c.priority,
+)
+
+
 class OutboxSender:
+    """Claims due rows (requesters' mail first), sends them, records the outcome.
+
+    On PostgreSQL rows are leased (`FOR UPDATE SKIP LOCKED`, several senders share the
+    work) and marked sent one by one. On SQLite there is one sender per database: nothing
+    to lease, and acceptances go to the SentJournal (maild.journal), folded into the
+    outbox table in bulk, so sending never waits for ingestion's write lock.
+    """
+
     def __init__(
         self,
         db: Database,
@@ -168,6 +216,11 @@ class OutboxSender:
         lease: timedelta = timedelta(minutes=2),
         idle_poll: float = 5.0,
         coalesce: float = 0.02,
+        fold_every: float = 1.0,
+        fold_at: int = 200,
+        hold: float = 0.5,
+        max_hold: timedelta = timedelta(seconds=30),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
         self.transport = transport
@@ -177,59 +230,95 @@ class OutboxSender:
         self.lease = lease
         self.idle_poll = idle_poll
         self.coalesce = coalesce
+        self.fold_every = fold_every
+        self.fold_at = fold_at
+        self.hold = hold
+        self.max_hold = max_hold
+        self.monotonic = monotonic
+        self._urgent_at: float | None = None  # when urgent mail was last claimed
         self.wakeup = asyncio.Event()
         self.sent = 0
+        path = db.sqlite_path
+        self.journal = SentJournal(journal_path(path)) if path is not None else None
+        # noted in the journal, still "pending" in the outbox table: never claimed again
+        self.unfolded: set[int] = set(self.journal.notes()) if self.journal else set()
+        self._folding: asyncio.Task | None = None
+        self._folded_at = time.monotonic()
 
     def backoff(self, attempts: int) -> timedelta:
         return timedelta(seconds=min(self.cfg.retry_base * 2 ** (attempts - 1), self.cfg.retry_max))
 
-    def release_leases(self) -> None:
-        """At start of a single-instance daemon: our previous run's leases are void."""
-        with self.db.transaction() as s:
-            s.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.status == "pending", OutboxMessage.claimed_at.is_not(None))
-                .values(next_attempt_at=self.clock.now(), claimed_at=None)
-            )
+    def holding(self) -> float:
+        """Seconds other mail still yields to acknowledgements (0: it does not). It does
+        while they keep coming, one at least every `hold` seconds (a pace, measured on
+        the monotonic clock), and for at most `max_hold` per mail (by its age)."""
+        if self._urgent_at is None:
+            return 0.0
+        return max(0.0, self._urgent_at + self.hold - self.monotonic())
 
-    def claim(self) -> list[OutboxMessage]:
+    def _due(self, now: datetime, exclude: frozenset[int]):
+        """Due rows of the most urgent priority that has any. While acknowledgements are
+        due a claim takes nothing else, and while they keep coming only mail held longer
+        than `max_hold` joins them: an operator's copy must not delay a requester's
+        acknowledgement, nor take the CPU and the connections it needs."""
+        due = (_OUTBOX.c.status == "pending", _OUTBOX.c.next_attempt_at <= now)
+        if exclude:
+            due += (_OUTBOX.c.id.not_in(exclude),)
+        if self.holding():
+            due += (
+                or_(
+                    _OUTBOX.c.priority <= URGENT,
+                    _OUTBOX.c.next_attempt_at <= now - self.max_hold,
+                ),
+            )
+        first = select(func.min(_OUTBOX.c.priority)).where(*due).scalar_subquery()
+        return (
+            select(*_MAIL_COLUMNS)
+            .where(*due, _OUTBOX.c.priority == first)
+            .order_by(_OUTBOX.c.next_attempt_at, _OUTBOX.c.id)
+            .limit(self.batch)
+        )
+
+    def claim(self, exclude: frozenset[int] = frozenset()) -> list[Mail]:
         now = self.clock.now()
-        with self.db.transaction() as s:
-            rows = list(
-                s.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
-                    .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-                    .limit(self.batch)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if rows:
-                s.execute(
-                    update(OutboxMessage)
-                    .where(OutboxMessage.id.in_([r.id for r in rows]))
-                    .values(next_attempt_at=now + self.lease, claimed_at=now)
-                )
-            for r in rows:
-                s.expunge(r)
-            return rows
+        if self.journal is not None:
+            with self.db.reader.connect() as c:
+                rows = [Mail(*r) for r in c.execute(self._due(now, exclude))]
+        else:
+            with self.db.engine.begin() as c:
+                due = self._due(now, exclude).with_for_update(skip_locked=True)
+                rows = [Mail(*r) for r in c.execute(due)]
+                if rows:
+                    c.execute(
+                        update(_OUTBOX)
+                        .where(_OUTBOX.c.id.in_([r.id for r in rows]))
+                        .values(next_attempt_at=now + self.lease, claimed_at=now)
+                    )
+        if rows and rows[0].priority <= URGENT:
+            self._urgent_at = self.monotonic()
+        return rows
 
-    def _mark_sent(self, row_id: int, now: datetime) -> None:
+    async def _mark_sent(self, mail: Mail) -> None:
+        now = self.clock.now()
+        if self.journal is not None:
+            self.journal.record(mail.id, now)  # a small commit of its own: no waiting
+            self.unfolded.add(mail.id)
+            return
+        await asyncio.to_thread(self._mark_sent_in_table, [{"row_id": mail.id, "now": now}])
+
+    def _mark_sent_in_table(self, marks: list[dict]) -> None:
         # Core on a bare connection: this runs once per mail, the ORM session costs more
         # than the UPDATE itself
         with self.db.engine.begin() as c:
-            c.execute(
-                _MARK_SENT,
-                {"row_id": row_id, "now": now},
-            )
+            c.execute(_MARK_SENT, marks)
 
-    def _mark_failed(self, row: OutboxMessage, error: str, permanent: bool) -> None:
-        attempts = row.attempts + 1
+    def _mark_failed(self, mail: Mail, error: str, permanent: bool) -> None:
+        attempts = mail.attempts + 1
         dead = permanent or (self.cfg.max_attempts and attempts >= self.cfg.max_attempts)
-        with self.db.transaction() as s:
-            s.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
+        with self.db.engine.begin() as c:
+            c.execute(
+                update(_OUTBOX)
+                .where(_OUTBOX.c.id == mail.id)
                 .values(
                     status="dead" if dead else "pending",
                     attempts=attempts,
@@ -239,28 +328,28 @@ class OutboxSender:
                 )
             )
 
-    async def _send_one(self, row: OutboxMessage) -> Exception | None:
+    async def _send_one(self, mail: Mail) -> Exception | None:
         """Send one row and record the outcome; returns a temporary failure, if any."""
         try:
-            await self.transport.send(row.envelope_from, row.recipients, row.data)
+            await self.transport.send(mail.envelope_from, mail.recipients, mail.data)
         except PermanentError as e:
-            log.error("outbox_refused", outbox_id=row.id, message_id=row.message_id, error=str(e))
-            await asyncio.to_thread(self._mark_failed, row, str(e), True)
+            log.error("outbox_refused", outbox_id=mail.id, message_id=mail.message_id, error=str(e))
+            await asyncio.to_thread(self._mark_failed, mail, str(e), True)
             return None
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
             log.warning(
                 "outbox_send_failed",
-                outbox_id=row.id,
-                message_id=row.message_id,
+                outbox_id=mail.id,
+                message_id=mail.message_id,
                 error=error,
-                attempts=row.attempts + 1,
+                attempts=mail.attempts + 1,
             )
-            await asyncio.to_thread(self._mark_failed, row, error, False)
+            await asyncio.to_thread(self._mark_failed, mail, error, False)
             return e
-        await asyncio.to_thread(self._mark_sent, row.id, self.clock.now())
+        await self._mark_sent(mail)
         self.sent += 1
-        log.info("outbox_sent", outbox_id=row.id, kind=row.kind, message_id=row.message_id)
+        log.info("outbox_sent", outbox_id=mail.id, kind=mail.kind, message_id=mail.message_id)
         return None
 
     async def send_due(self) -> int:
@@ -270,7 +359,7 @@ class OutboxSender:
         its own as soon as the server accepted it, so a kill re-sends at most the mails
         in flight. After a temporary failure the unsent rest of the batch is released.
         """
-        rows = await asyncio.to_thread(self.claim)
+        rows = await asyncio.to_thread(self.claim, frozenset(self.unfolded))
         if not rows:
             return 0
         queue = list(reversed(rows))
@@ -300,46 +389,92 @@ class OutboxSender:
         return self.sent - before
 
     def _release(self, ids: list[int]) -> None:
-        if not ids:
+        if not ids or self.journal is not None:  # no leases on SQLite
             return
-        with self.db.transaction() as s:
-            s.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids))
+        with self.db.engine.begin() as c:
+            c.execute(
+                update(_OUTBOX)
+                .where(_OUTBOX.c.id.in_(ids))
                 .values(next_attempt_at=self.clock.now(), claimed_at=None)
             )
 
-    def next_due(self) -> datetime | None:
-        with self.db.session() as s:
-            return s.scalar(
-                select(OutboxMessage.next_attempt_at)
-                .where(OutboxMessage.status == "pending")
-                .order_by(OutboxMessage.next_attempt_at)
-                .limit(1)
-            )
+    def next_due(self, exclude: frozenset[int] = frozenset()) -> datetime | None:
+        q = select(_OUTBOX.c.next_attempt_at).where(_OUTBOX.c.status == "pending")
+        if exclude:
+            q = q.where(_OUTBOX.c.id.not_in(exclude))
+        with self.db.reader.connect() as c:
+            return c.scalar(q.order_by(_OUTBOX.c.next_attempt_at).limit(1))
+
+    # -- the journal, folded into the outbox table ------------------------------------------
+
+    def fold(self) -> list[int]:
+        """The journal's notes into the outbox table (waits for the write lock); returns
+        the rows folded. Runs off the event loop."""
+        assert self.journal is not None
+        notes = self.journal.notes()
+        if notes:
+            self._mark_sent_in_table([{"row_id": i, "now": at} for i, at in notes.items()])
+            self.journal.forget(list(notes))
+        return list(notes)
+
+    def _maybe_fold(self, idle: bool) -> None:
+        if self.journal is None or not self.unfolded:
+            return
+        if self._folding is not None and not self._folding.done():
+            return
+        due = time.monotonic() - self._folded_at >= self.fold_every
+        if idle or due or len(self.unfolded) >= self.fold_at:
+            self._folded_at = time.monotonic()
+            self._folding = asyncio.ensure_future(self._fold_in_background())
+
+    async def _fold_in_background(self) -> None:
+        try:
+            folded = await asyncio.to_thread(self.fold)
+        except Exception as e:  # the notes stay in the journal: folded next time
+            log.warning("outbox_fold_failed", error=f"{type(e).__name__}: {e}")
+            return
+        self.unfolded.difference_update(folded)
+
+    async def _final_fold(self) -> None:
+        if self._folding is not None:
+            await asyncio.gather(self._folding, return_exceptions=True)
+        if self.unfolded:
+            await self._fold_in_background()
 
     async def run(self, stopping: asyncio.Event) -> None:
         failures = 0
-        while not stopping.is_set():
-            try:
-                n = await self.send_due()
-                failures = 0
+        try:
+            while not stopping.is_set():
+                try:
+                    n = await self.send_due()
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    delay = min(self.cfg.retry_base * 2 ** (failures - 1), self.cfg.retry_max)
+                    await _wait_any(stopping, self.wakeup, timeout=delay, wake_on_event=False)
+                    continue
+                self._maybe_fold(idle=n == 0)
                 if n:
                     continue
-            except Exception:
-                failures += 1
-                delay = min(self.cfg.retry_base * 2 ** (failures - 1), self.cfg.retry_max)
-                await _wait_any(stopping, self.wakeup, timeout=delay, wake_on_event=False)
-                continue
-            due = await asyncio.to_thread(self.next_due)
-            timeout = self.idle_poll
-            if due is not None:
-                timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
-            await _wait_any(stopping, self.wakeup, timeout=timeout)
-            if self.coalesce and not stopping.is_set():
-                # mail comes in bursts (a backlog): gather a few before claiming
-                await _wait_any(stopping, self.wakeup, timeout=self.coalesce, wake_on_event=False)
-        await self.transport.close()
+                due = await asyncio.to_thread(self.next_due, frozenset(self.unfolded))
+                now = self.clock.now()
+                timeout = self.idle_poll
+                if due is not None:
+                    timeout = max(0.0, min(timeout, (due - now).total_seconds()))
+                    held = self.holding()
+                    if held:  # held mail: look again when the hold ends
+                        timeout = max(timeout, min(held, self.idle_poll))
+                await _wait_any(stopping, self.wakeup, timeout=timeout)
+                if self.coalesce and not stopping.is_set():
+                    # mail comes in bursts (a backlog): gather a few before claiming
+                    await _wait_any(
+                        stopping, self.wakeup, timeout=self.coalesce, wake_on_event=False
+                    )
+        finally:
+            await self._final_fold()
+            await self.transport.close()
+            if self.journal is not None:
+                self.journal.close()
 
 
 async def _wait_any(

@@ -534,3 +534,53 @@ def test_product_parsers_win_over_generic_rules():
 def test_generic_rule_rejects_bad_configuration(kwargs):
     with pytest.raises(ValueError):
         GenericRule(name="bad", product="x", **kwargs)
+
+
+def _marker_texts() -> list[str]:
+    """Report and ordinary mail of every kind we have, as parse_view scans it."""
+    from maild.backup.parsers import report_views
+
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    files = [
+        *SAMPLES.glob("*.eml"),
+        *(shared / "corpus" / "zammad").glob("*.box"),
+        *(shared / "samples" / "italian-mail").glob("*.eml"),
+    ]
+    texts = []
+    for f in sorted(files):
+        msg = email.message_from_bytes(f.read_bytes(), policy=email.policy.compat32)
+        for view in report_views(msg):
+            texts.append(f"{view.sender}\n{view.subject}\n{view.text[:20_000]}")
+    return texts
+
+
+def test_needles_never_hide_a_marker():
+    """The substring pre-test picks exactly the parsers whose MARKERS match."""
+    texts = _marker_texts()
+    assert len(texts) > 150
+    for text in texts:
+        expected = [p for p in backup_parsers.PARSERS if p.MARKERS.search(text)]
+        assert backup_parsers.candidates(text) == expected, text[:200]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "VEEAM Backup & Replication",
+        "Backup Succeeded for job",
+        "HYPER BACKUP task done",
+        "Attività di Backup completata",
+        '** Backing up the task "x"',
+        "Log: wbadmin 1.0",
+        "BACKUP ON NAS01 completed",
+        "Cron <root@host> /usr/bin/backup",
+        "ParsedResult: Success",
+        "hbs 3 job",
+        "a \u212aelvin-sign in HY\u017fPER BACKUP",  # odd letters elsewhere do not matter
+        "Backup \u017fucceeded on host",  # re.IGNORECASE takes the long s for s
+        "VEEAM \u0130PER\u0130US",  # and the dotted capital I for i
+    ],
+)
+def test_needles_agree_with_markers_on_odd_cases(text):
+    expected = [p for p in backup_parsers.PARSERS if p.MARKERS.search(text)]
+    assert backup_parsers.candidates(text) == expected

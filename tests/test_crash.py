@@ -112,6 +112,21 @@ def count_rows(db: Path, table: str) -> int:
         return 0
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        out += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie is dead, only not reaped yet
+
+
 def start(config: Path, log) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "maild.cli", "--config", str(config), "run"],
@@ -139,7 +154,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(imap, smtp, stat
     # kill points: mostly while ingesting (by progress), some at a random time after start
     thresholds = sorted(rng.sample(range(5, total - 5), KILLS))
     log = open(state_dir / "daemon.log", "ab")
-    kills = 0
+    kills = senders_seen = 0
     for k, threshold in enumerate(thresholds):
         proc = start(config, log)
         deadline = time.monotonic() + 60
@@ -154,10 +169,18 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(imap, smtp, stat
             if proc.poll() is not None:
                 pytest.fail(f"daemon exited by itself with {proc.returncode}; see daemon.log")
             time.sleep(0.005)
+        children = _children(proc.pid)  # the outbox sender process
+        senders_seen += bool(children)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
+        # the sender dies with the daemon: none is left to race the next one's
+        gone = time.monotonic() + 5
+        while any(_alive(c) for c in children) and time.monotonic() < gone:
+            time.sleep(0.01)
+        assert not any(_alive(c) for c in children), f"sender outlived the daemon: {children}"
     assert kills == KILLS
+    assert senders_seen  # some kills hit a daemon whose sender process was running
 
     # the last run goes to the end and is stopped with SIGTERM
     proc = start(config, log)

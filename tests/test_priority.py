@@ -152,3 +152,25 @@ def test_keyword_rules_only_raise() -> None:
 )
 def test_strip_priority_tag(subject: str, expected: str) -> None:
     assert strip_priority_tag(subject) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Il gestionale è BLOCCANTE da stamattina",
+        "Non Riesco A\n Lavorare con il protocollo",
+        "bloccante",
+        "il problema è BLOCCANTE, ſcusate",  # a long s elsewhere in the text
+        "KO: non riesco a lavorare",  # the Kelvin sign, which re.IGNORECASE takes for k
+    ],
+)
+def test_keyword_rules_match_in_any_case(text):
+    rules = [("bloccante", Priority.ALTA), ("non riesco a lavorare", Priority.ALTA)]
+    assert requested_priority("Richiesta", text, keyword_rules=rules) is Priority.ALTA
+
+
+def test_keyword_prefilter_follows_ignorecase_special_letters():
+    # re.IGNORECASE matches "ſ" (long s) to "s": the quick substring test must not miss it
+    rules = [("sistema", Priority.ALTA)]
+    assert requested_priority("x", "il ſiſtema è fermo", keyword_rules=rules) is Priority.ALTA
+    assert requested_priority("x", "il sistemista è in ferie", keyword_rules=rules) is None

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from enum import Enum, IntEnum
 from functools import lru_cache
 
+from maild.textcase import lowered
+
 
 class Priority(Enum):
     ALTA = "ALTA"
@@ -156,6 +158,13 @@ def _keyword_pattern(keyword: str) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
 
 
+def _may_contain(lowered: str, keyword: str) -> bool:
+    """A quick necessary condition for _keyword_pattern(keyword) to match: its longest
+    word occurs in the text lowered by maild.textcase."""
+    longest = max(keyword.split(), key=len, default="").lower()
+    return not longest.isascii() or longest in lowered
+
+
 def requested_priority(
     subject: str,
     text: str,
@@ -169,8 +178,9 @@ def requested_priority(
         explicit = _from_headers(headers)
     found = [explicit] if explicit is not None else []
     haystack = f"{subject}\n{text}"
+    low = lowered(haystack) if keyword_rules else ""
     for keyword, priority in keyword_rules:
-        if _keyword_pattern(keyword).search(haystack):
+        if _may_contain(low, keyword) and _keyword_pattern(keyword).search(haystack):
             found.append(priority)
     # The highest wins, so a keyword rule can raise an explicit choice but never lower it.
     return _highest(found)

@@ -20,10 +20,12 @@ from aioimaplib.aioimaplib import Command
 from maild.config import MailboxConfig
 from maild.ingest import InboundItem, IngestResult, TemporaryFailure
 from maild.log import get_logger
+from maild.sources.ramp import Ramp
 
 log = get_logger("maild.imap")
 
-IngestFn = Callable[[InboundItem], Awaitable[IngestResult]]
+# a run of messages in, their results out (a prefix of them when `stop()` became true)
+IngestFn = Callable[[list[InboundItem], Callable[[], bool] | None], Awaitable[list[IngestResult]]]
 _FETCH_HEAD = re.compile(rb"^\d+ FETCH \(.*UID (\d+)")
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 
@@ -93,6 +95,7 @@ class ImapSource:
         self.max_backoff = max_backoff
         self.idle_timeout = idle_timeout
         self.client: aioimaplib.IMAP4 | None = None
+        self.ramp = Ramp()
         self.uidvalidity: int | None = None
         self.connected = asyncio.Event()  # for tests and health: set while logged in
 
@@ -152,25 +155,30 @@ class ImapSource:
 
     async def process_batch(self, uids: list[int], stopping: asyncio.Event | None = None) -> int:
         """Fetch, ingest and move one batch. Returns how many were handled. When the daemon
-        is stopping, the message in hand is finished and the rest waits for the next run."""
+        is stopping, the message in hand is finished and the rest waits for the next run.
+
+        The fetched messages go to ingestion in runs that share a transaction; each run
+        leaves the inbox as soon as it is committed."""
         resp = _check(
             await self.client.uid("fetch", uid_ranges(uids), "(UID BODY.PEEK[])"), "UID FETCH"
         )
-        moves: dict[str, list[int]] = {}
+        fetched = parse_fetch(resp.lines)
+        stop = stopping.is_set if stopping is not None else None
         handled = 0
-        try:
-            for uid, raw in parse_fetch(resp.lines):
-                if stopping is not None and stopping.is_set():
-                    break
-                item = InboundItem(raw, self.cfg.name, self.uidvalidity, uid)
-                result = await self.ingest(item)
-                folder = self.cfg.folder_for(result.folder)
-                moves.setdefault(folder, []).append(uid)
-                handled += 1
-        finally:
-            # committed outcomes leave the inbox even when the batch stops half-way
+        while handled < len(fetched):
+            if stop is not None and stop():
+                break
+            part = fetched[handled : handled + self.ramp.next()]
+            items = [InboundItem(raw, self.cfg.name, self.uidvalidity, uid) for uid, raw in part]
+            results = await self.ingest(items, stop)
+            moves: dict[str, list[int]] = {}
+            for (uid, _), result in zip(part, results, strict=False):
+                moves.setdefault(self.cfg.folder_for(result.folder), []).append(uid)
             for folder, done in moves.items():
                 await self.move(done, folder)
+            handled += len(results)
+            if len(results) < len(items):
+                break
         return handled
 
     async def move(self, uids: list[int], folder: str) -> None:
@@ -199,6 +207,7 @@ class ImapSource:
         return total
 
     async def wait_for_mail(self, stopping: asyncio.Event) -> None:
+        self.ramp.reset()  # the next mail is alone: a transaction of its own, at once
         client = self.client
         if not (self.cfg.idle and client.has_capability("IDLE")):
             await _wait(stopping, self.cfg.poll_interval)

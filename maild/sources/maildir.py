@@ -15,10 +15,11 @@ from pathlib import Path
 from maild.config import MailboxConfig
 from maild.ingest import InboundItem, IngestResult, TemporaryFailure
 from maild.log import get_logger
+from maild.sources.ramp import Ramp
 
 log = get_logger("maild.maildir")
 
-IngestFn = Callable[[InboundItem], Awaitable[IngestResult]]
+IngestFn = Callable[[list[InboundItem], Callable[[], bool] | None], Awaitable[list[IngestResult]]]
 
 
 def ensure_maildir(path: Path) -> None:
@@ -53,18 +54,29 @@ class MaildirSource:
         return sorted(files, key=lambda p: p.name)
 
     async def drain(self, stopping: asyncio.Event) -> int:
+        """Ingest what waits, in runs that share a transaction (see maild.sources.ramp);
+        each file is moved once its run is committed."""
+        pending = self.pending()
+        ramp = Ramp()
         n = 0
-        for path in self.pending():
-            if stopping.is_set():
+        while pending and not stopping.is_set():
+            size = ramp.next()
+            batch, pending = pending[:size], pending[size:]
+            paths, items = [], []
+            for path in batch:
+                try:
+                    raw = path.read_bytes()
+                except FileNotFoundError:  # taken by someone else
+                    continue
+                paths.append(path)
+                items.append(InboundItem(raw, self.cfg.name))
+            results = await self.ingest(items, stopping.is_set) if items else []
+            for path, result in zip(paths, results, strict=False):
+                target = self.targets.get(result.folder, self.targets["processed"])
+                os.replace(path, target / "cur" / path.name)
+            n += len(results)
+            if len(results) < len(items):
                 break
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:  # taken by someone else
-                continue
-            result = await self.ingest(InboundItem(raw, self.cfg.name))
-            target = self.targets.get(result.folder, self.targets["processed"])
-            os.replace(path, target / "cur" / path.name)
-            n += 1
         return n
 
     async def run(self, stopping: asyncio.Event) -> None:

@@ -1,14 +1,13 @@
 """Backup-report recognition: one small parser module per product, tried in turn.
 
-Each product module has `MARKERS` (a cheap regex: does the mail mention the product at
-all?) and `parse(mail: ReportMail) -> BackupReport | None`, which requires the product's
+Each product module has `MARKERS` (a regex: does the mail mention the product at all?),
+`NEEDLES` (lower-case substrings, one of which is in every text MARKERS matches) and `parse(mail: ReportMail) -> BackupReport | None`, which requires the product's
 structure (sender/subject pattern and body layout), not just a keyword.
 """
 
 from __future__ import annotations
 
 import email.message
-import re
 from collections.abc import Sequence
 
 import structlog
@@ -29,6 +28,7 @@ from maild.backup.parsers import (
 )
 from maild.backup.parsers.mail import ReportMail, report_views
 from maild.backup.report import BackupReport
+from maild.textcase import lowered
 
 log = structlog.get_logger(__name__)
 
@@ -39,39 +39,22 @@ PARSERS = (veeam, iperius, uranium, wsb, acronis, synology, qnap, bacula, cobian
 _MARKER_SCAN = 20_000
 
 
-def _any_marker() -> re.Pattern[str]:
-    """All products' markers in one pattern: an ordinary mail is rejected in one scan."""
-    parts = []
-    for parser in PARSERS:
-        flags = ("i" if parser.MARKERS.flags & re.I else "") + (
-            "m" if parser.MARKERS.flags & re.M else ""
-        )
-        parts.append(f"(?{flags}:{parser.MARKERS.pattern})" if flags else parser.MARKERS.pattern)
-    return re.compile("|".join(parts))
-
-
-ANY_MARKER = _any_marker()
-
-# Every product's MARKERS needs one of these words: a plain substring test rejects an
-# ordinary mail far faster than the regular expressions (3 ms -> 0.05 ms on 20 kB).
-# A new parser whose markers lack all of them must add its word here.
-_KEYWORDS = (
-    "backup", "backing up", "acronis", "bacula", "bareos", "cobian", "cron", "duplicati",
-    "parsedresult", "iperius", "hbs", "uranium", "veeam", "wbadmin",
-)  # fmt: skip
+def candidates(haystack: str) -> list:
+    """The parsers whose markers `haystack` shows. Each parser's NEEDLES are tested first
+    (substrings of the lowered text): an ordinary mail is rejected without running eleven
+    case-insensitive regular expressions over its body (about 3 ms on 10 kB)."""
+    low = lowered(haystack)
+    return [p for p in PARSERS if any(n in low for n in p.NEEDLES) and p.MARKERS.search(haystack)]
 
 
 def mentions_a_product(text: str) -> bool:
-    """Whether any product's markers may match `text` (then ANY_MARKER tells for sure)."""
-    low = text.lower()
-    return any(k in low for k in _KEYWORDS) and ANY_MARKER.search(text) is not None
+    """Whether any product's markers match `text`."""
+    return bool(candidates(text))
 
 
 def parse_view(mail: ReportMail, generic_rules: Sequence[GenericRule] = ()) -> BackupReport | None:
     haystack = f"{mail.sender}\n{mail.subject}\n{mail.text[:_MARKER_SCAN]}"
-    for parser in PARSERS if mentions_a_product(haystack) else ():
-        if not parser.MARKERS.search(haystack):
-            continue
+    for parser in candidates(haystack):
         try:
             report = parser.parse(mail)
         except Exception:  # a parser bug must not stop the mail pipeline

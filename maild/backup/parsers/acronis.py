@@ -16,6 +16,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport
 
 MARKERS = re.compile(r"acronis|\bbackup (?:succeeded|failed|riuscito|non riuscito)\b", re.I)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("acronis", "backup succeeded", "backup failed", "backup riuscito", "backup non riuscito")
 
 _HEADLINES = [  # "succeeded with warnings" before "succeeded"
     (

@@ -15,6 +15,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport
 
 MARKERS = re.compile(r"\b(?:bacula|bareos)\b", re.I)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("bacula", "bareos")
 
 _TERMINATION = re.compile(r"^\s*Termination:\s*\**\s*(.+?)\s*\**\s*$", re.M)
 _JOB_SUFFIX = re.compile(r"\.\d{4}-\d{2}-\d{2}_\d{2}\.\d{2}\.\d{2}_\d+$")

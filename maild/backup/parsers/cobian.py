@@ -17,6 +17,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport
 
 MARKERS = re.compile(r"\bcobian\b|\*\* Backing up the task|\*\* Backup done for the task", re.I)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("cobian", "** backing up the task", "** backup done for the task")
 
 _BEGIN = re.compile(
     r'^(?:\w{3} )?(\d{4}-\d{2}-\d{2} \d{1,2}:\d{2}) \*\* Backing up the task "([^"]+)"', re.M

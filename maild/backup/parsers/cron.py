@@ -14,6 +14,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport
 
 MARKERS = re.compile(r"^Cron <|Cron Daemon", re.I | re.M)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("cron <", "cron daemon")
 
 _SUBJECT = re.compile(
     r"^Cron <(?P<user>[^@>\s]+)@(?P<host>[^>\s]+)>\s+(?P<command>.+?)(?P<failed>\s+\(failed\))?$"

@@ -16,6 +16,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport
 
 MARKERS = re.compile(r"\bduplicati\b|^ParsedResult:", re.I | re.M)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("duplicati", "parsedresult:")
 
 _RESULTS = {"success": "success", "warning": "warning", "error": "failure", "fatal": "failure"}
 _SUBJECT_JOB = re.compile(r"\breport for (.+?)\s*$", re.I)

@@ -15,6 +15,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport
 
 MARKERS = re.compile(r"\biperius\b", re.I)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("iperius",)
 
 _RESULTS = [  # warnings before successes: "completato con avvisi" also says "completato"
     (

@@ -16,6 +16,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport
 
 MARKERS = re.compile(r"Hybrid Backup Sync|\bHBS\b", re.I)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("hybrid backup sync", "hbs")
 
 _OUTCOMES = [
     (

@@ -17,6 +17,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport
 
 MARKERS = re.compile(r"Hyper Backup|Active Backup|backup task|attività di backup", re.I)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("hyper backup", "active backup", "backup task", "attività di backup")
 
 _EVENT = re.compile(
     r"(?:The )?backup task (?P<task>\S+)(?: of device (?P<device>\S+))? on (?P<nas>\S+?) "

@@ -15,6 +15,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport
 
 MARKERS = re.compile(r"\buranium\b", re.I)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("uranium",)
 
 _REPORT_TITLE = re.compile(
     r"Uranium Backup\s*-\s*(Report esecuzione backup|Backup execution report)", re.I

@@ -23,6 +23,8 @@ from maild.backup.parsers.mail import ReportMail
 from maild.backup.report import BackupReport, Status
 
 MARKERS = re.compile(r"\bveeam\b", re.I)
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = ("veeam",)
 
 _STATUS: dict[str, Status] = {
     "success": "success",

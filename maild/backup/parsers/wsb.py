@@ -19,6 +19,14 @@ from maild.backup.report import BackupReport
 MARKERS = re.compile(
     r"Microsoft-Windows-Backup|Windows Server Backup|wbadmin|Backup Result|Backup on \S+", re.I
 )
+# lower-case substrings one of which every MARKERS match contains (a quick pre-test)
+NEEDLES = (
+    "microsoft-windows-backup",
+    "windows server backup",
+    "wbadmin",
+    "backup result",
+    "backup on ",
+)
 
 # Microsoft-Windows-Backup event ids -> run result (14 "has completed" is neutral: not a run).
 _EVENT_STATUS = {

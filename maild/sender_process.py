@@ -1,0 +1,174 @@
+"""The outbox sender in a process of its own.
+
+During a backlog ingestion (parsing, the database) and delivery (SMTP) each keep a core
+busy; in one process they would take turns on one interpreter lock. Like Mailman's
+runners, the sender is then a process with one job: the daemon starts it with its own
+configuration, wakes it through a pipe after each commit, and stops it with SIGTERM (it
+finishes the mail in hand). The database stays the only channel for the mail itself.
+
+It dies with the daemon (PR_SET_PDEATHSIG, and end-of-file on the wake-up pipe), so a
+killed daemon never leaves a sender behind to race the next one's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import pickle
+import signal
+import sys
+import time
+from pathlib import Path
+
+from maild.config import Config
+from maild.log import configure_logging, get_logger
+
+log = get_logger("maild.sender")
+PR_SET_PDEATHSIG = 1
+STOP_WAIT = 8.0  # seconds for the mail in hand before SIGKILL (the daemon's grace is 9)
+
+
+class SenderProcess:
+    """The daemon's handle on its sender process: start, wake, stop, restart."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._wake: int | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started = asyncio.Event()  # for tests: the process is running
+
+    def wake(self) -> None:
+        """New mail is committed (called from any thread; never blocks)."""
+        fd = self._wake
+        if fd is None:
+            return
+        try:
+            os.write(fd, b".")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups the sender has not read yet
+        except OSError:
+            pass  # the sender is gone: run() starts another
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "maild.sender_process",
+                str(read),
+                str(os.getpid()),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(read,),
+                env=env,
+            )
+        finally:
+            os.close(read)
+        assert proc.stdin is not None
+        proc.stdin.write(pickle.dumps(self.cfg))
+        await proc.stdin.drain()
+        proc.stdin.close()
+        self._wake = write
+        return proc
+
+    def _close_pipe(self) -> None:
+        fd, self._wake = self._wake, None
+        if fd is not None:
+            os.close(fd)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        backoff = 1.0
+        while not stopping.is_set():
+            started = time.monotonic()
+            self.proc = proc = await self._start()
+            self.started.set()
+            log.info("sender_process_started", pid=proc.pid)
+            waiting = asyncio.ensure_future(proc.wait())
+            stop = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not waiting.done():  # we are stopping: the sender finishes the mail in hand
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiting), STOP_WAIT)
+                except TimeoutError:
+                    log.warning("sender_process_killed", pid=proc.pid)
+                    proc.kill()
+                    await waiting
+            self.started.clear()
+            self._close_pipe()
+            if stopping.is_set():
+                return
+            if time.monotonic() - started > 60:
+                backoff = 1.0
+            log.error("sender_process_exited", pid=proc.pid, code=proc.returncode, retry_in=backoff)
+            try:
+                await asyncio.wait_for(stopping.wait(), backoff)
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, 60.0)
+
+
+# -- the process itself ---------------------------------------------------------------------
+
+
+def _die_with(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the wake-up pipe's end-of-file still stops us
+    if os.getppid() != parent:  # the daemon died before we could ask
+        os._exit(1)
+
+
+async def _serve(cfg: Config, wake_fd: int) -> None:
+    from maild.clock import SystemClock
+    from maild.db import Database
+    from maild.outbox import OutboxSender, make_transport
+
+    db = Database(cfg.database_url)
+    sender = OutboxSender(db, make_transport(cfg.smtp), SystemClock(), cfg.smtp)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the daemon restarts us on reload
+
+    def readable() -> None:
+        try:
+            data = os.read(wake_fd, 4096)
+        except BlockingIOError:
+            return
+        if data:
+            sender.wakeup.set()
+        else:  # the daemon is gone
+            loop.remove_reader(wake_fd)
+            stopping.set()
+
+    os.set_blocking(wake_fd, False)
+    loop.add_reader(wake_fd, readable)
+    try:
+        await sender.run(stopping)
+    finally:
+        db.dispose()
+
+
+def main(argv: list[str]) -> None:
+    wake_fd, parent = int(argv[0]), int(argv[1])
+    _die_with(parent)
+    cfg: Config = pickle.load(sys.stdin.buffer)  # from our parent, the daemon
+    configure_logging(cfg.logging.level, cfg.logging.format)
+    import structlog
+
+    structlog.contextvars.bind_contextvars(runner="outbox")
+    asyncio.run(_serve(cfg, wake_fd))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
