@@ -77,11 +77,44 @@ _STATUS_RE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _MSGID_RE = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 
 
+class _Indexed:
+    """A message whose headers are looked up by name in a dict. Message.get and `in` scan
+    every header and lower-case each name on every call, and the rules here ask some thirty
+    times; everything else is the message's own."""
+
+    def __init__(self, msg: email.message.Message) -> None:
+        self._msg = msg
+        self._by_name: dict[str, list] = {}
+        for name, value in msg.items():
+            self._by_name.setdefault(name.lower(), []).append(value)
+        self._sender: str | None = None
+
+    def get(self, name: str, failobj=None):
+        values = self._by_name.get(name.lower())
+        return values[0] if values else failobj
+
+    def get_all(self, name: str, failobj=None):
+        values = self._by_name.get(name.lower())
+        return list(values) if values else failobj
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._by_name
+
+    def __getattr__(self, attr: str):
+        return getattr(self._msg, attr)
+
+    def sender(self) -> str:
+        if self._sender is None:
+            self._sender = _sender_of(self)
+        return self._sender
+
+
 def classify_auto(msg: email.message.Message, subject: str | None = None) -> AutoKind | None:
     """Which kind of automatic mail this is, None for mail written by a person.
 
     `subject` is the decoded subject (decoded from the message when None).
     """
+    msg = _Indexed(msg)  # type: ignore[assignment]
     if subject is None:
         subject = _decoded(msg.get("Subject"))
     # PEC receipts answer our own PEC sendings (maild.pec reads them); a delivery error is a
@@ -295,6 +328,12 @@ def _null_return_path(msg: email.message.Message) -> bool:
 
 
 def _sender_address(msg: email.message.Message) -> str:
+    if isinstance(msg, _Indexed):
+        return msg.sender()
+    return _sender_of(msg)
+
+
+def _sender_of(msg: email.message.Message) -> str:
     addresses = getaddresses([str(v) for v in msg.get_all("From", [])])
     for name, address in addresses:
         if address:

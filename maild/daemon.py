@@ -75,7 +75,9 @@ class Daemon:
             sender: OutboxSender | SenderProcess = SenderProcess(cfg)
             wake = sender.wake
         else:
-            sender = OutboxSender(rt.db, make_transport(cfg.smtp), self.clock, cfg.smtp)
+            sender = OutboxSender(
+                rt.db, make_transport(cfg.smtp), self.clock, cfg.smtp, rt.notifier
+            )
             wake = sender.wakeup.set
         self.sender = sender
 

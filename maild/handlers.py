@@ -89,17 +89,17 @@ def handle_new(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[st
     ctx.store_article(ticket, msg, msg.text)
     refs = [msg.message_id] if msg.message_id else []
     if not decision.bulk and ack_allowed(ctx, msg.sender.email):
-        subj, text, html = ctx.rt.notifier.render(
-            "ack", ticket=ticket, hours=take_charge_hours(ctx, ticket.priority), ente=ente
-        )
         ctx.enqueue(
             Outgoing(
                 kind="ack",
                 ticket=ticket,
                 to=[msg.sender.email],
-                subject=subj,
-                text=text,
-                html=html,
+                template="ack",  # rendered by the sender (maild.draft)
+                context={
+                    "ticket": ticket,
+                    "hours": take_charge_hours(ctx, ticket.priority),
+                    "ente": ente,
+                },
                 in_reply_to=msg.message_id,
                 references=refs,
                 auto_submitted="auto-replied",
@@ -120,29 +120,32 @@ def _operator_copy(
 ) -> None:
     """A copy to the operators (or the assignee) that they can answer in-thread."""
     to = ticket.assignee or ctx.cfg.service.operators_address
-    subj, text, html = ctx.rt.notifier.render(
-        kind,
-        ticket=ticket,
-        sender=_sender_label(msg),
-        body=body,
-        msg=msg,
-        decision=decision,
-        hours=take_charge_hours(ctx, ticket.priority),
-    )
     ctx.enqueue(
         Outgoing(
             kind=kind,
             ticket=ticket,
             to=[to],
-            subject=subj,
-            text=text,
-            html=html,
+            template=kind,  # rendered by the sender (maild.draft)
+            context={
+                "ticket": ticket,
+                "sender": _sender_label(msg),
+                "body": body,
+                "decision": {"bulk": decision.bulk, "info": _template_info(decision)},
+                "hours": take_charge_hours(ctx, ticket.priority),
+            },
             from_name=msg.sender.name or msg.sender.email,
             in_reply_to=msg.message_id,
             references=[r for r in (ticket.origin_message_id, msg.message_id) if r],
-            attachments=[(a.filename, a.content_type, a.data) for a in msg.attachments],
+            # stored with the article: the blob is there already
+            attachments=[(a.filename, a.content_type, a.sha256 or a.data) for a in msg.attachments],
         )
     )
+
+
+def _template_info(decision: Decision) -> dict[str, str]:
+    """What the copies' templates read of the decision (plain values, for the draft)."""
+    keys = ("attempted_ticket", "previous_ticket", "status_change")
+    return {k: decision.info[k] for k in keys if isinstance(decision.info.get(k), str)}
 
 
 def handle_follow_up(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[str, Ticket]:

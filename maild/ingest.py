@@ -82,11 +82,12 @@ class Runtime:
 
     @classmethod
     def create(cls, cfg: Config, db: Database | None = None, clock: Clock | None = None):
+        blobs = BlobStore(cfg.service.state_dir / "blobs")
         return cls(
             cfg=cfg,
             db=db or Database(cfg.database_url),
-            blobs=BlobStore(cfg.service.state_dir / "blobs"),
-            notifier=Notifier(cfg),
+            blobs=blobs,
+            notifier=Notifier(cfg, blobs),
             clock=clock or SystemClock(),
         )
 

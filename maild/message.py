@@ -23,6 +23,7 @@ class Attachment:
     data: bytes  # decoded content
     content_id: str | None = None  # without angle brackets, for cid: links
     inline: bool = False  # Content-Disposition inline with a Content-ID (embedded image)
+    sha256: str | None = None  # set once stored under state_dir (maild.blobs)
 
 
 @dataclass(slots=True)

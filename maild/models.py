@@ -190,7 +190,8 @@ class OutboxMessage(Base):
     envelope_from: Mapped[str] = mapped_column(String(320))
     recipients: Mapped[list] = mapped_column(JSON)
     rate_key: Mapped[str | None] = mapped_column(String(320))
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)  # as sent, when composed
+    draft: Mapped[str | None] = mapped_column(Text)  # what to compose (maild.draft), JSON
     status: Mapped[str] = mapped_column(String(10), default="pending")  # pending|sent|dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]

@@ -22,13 +22,14 @@ from typing import Protocol
 import aiosmtplib
 from sqlalchemy import bindparam, func, or_, select, update
 
+from maild import draft as drafts
 from maild.clock import Clock
 from maild.config import SmtpConfig
 from maild.db import Database
 from maild.journal import SentJournal, journal_path
 from maild.log import get_logger
 from maild.models import OutboxMessage
-from maild.notify import URGENT
+from maild.notify import URGENT, Notifier
 
 log = get_logger("maild.outbox")
 SMTP_CONNECTIONS = 4  # parallel connections to the relay while a backlog is delivered
@@ -179,9 +180,10 @@ class Mail:
     message_id: str
     envelope_from: str
     recipients: list[str]
-    data: bytes
+    data: bytes | None  # None: to be composed from the draft
     attempts: int
     priority: int
+    draft: str | None
 
 
 _MAIL_COLUMNS = (
@@ -193,6 +195,7 @@ _MAIL_COLUMNS = (
     _OUTBOX.c.data,
     _OUTBOX.c.attempts,
     _OUTBOX.c.priority,
+    _OUTBOX.c.draft,
 )
 
 
@@ -211,6 +214,7 @@ class OutboxSender:
         transport: Transport,
         clock: Clock,
         cfg: SmtpConfig,
+        notifier: Notifier | None = None,
         *,
         batch: int = 50,
         lease: timedelta = timedelta(minutes=2),
@@ -226,6 +230,7 @@ class OutboxSender:
         self.transport = transport
         self.clock = clock
         self.cfg = cfg
+        self.notifier = notifier  # composes drafts (rows queued without bytes)
         self.batch = batch
         self.lease = lease
         self.idle_poll = idle_poll
@@ -328,10 +333,19 @@ class OutboxSender:
                 )
             )
 
-    async def _send_one(self, mail: Mail) -> Exception | None:
+    def compose(self, mail: Mail) -> bytes:
+        if mail.data is not None:
+            return mail.data
+        if self.notifier is None or mail.draft is None:
+            raise ValueError("a draft but nothing to compose it with")
+        return self.notifier.compose(drafts.loads(mail.draft), mail.message_id)
+
+    async def _send_one(self, mail: Mail, data: bytes | Exception) -> Exception | None:
         """Send one row and record the outcome; returns a temporary failure, if any."""
         try:
-            await self.transport.send(mail.envelope_from, mail.recipients, mail.data)
+            if isinstance(data, Exception):  # no way to write it: no retry helps
+                raise PermanentError(f"cannot compose the mail: {type(data).__name__}: {data}")
+            await self.transport.send(mail.envelope_from, mail.recipients, data)
         except PermanentError as e:
             log.error("outbox_refused", outbox_id=mail.id, message_id=mail.message_id, error=str(e))
             await asyncio.to_thread(self._mark_failed, mail, str(e), True)
@@ -372,11 +386,16 @@ class OutboxSender:
         async def worker() -> None:
             while queue and not failures:
                 row = queue.pop()
+                try:  # composed before its turn: the next acknowledgement is ready
+                    data: bytes | Exception = self.compose(row)
+                except Exception as e:
+                    log.error("outbox_compose_failed", outbox_id=row.id, error=repr(e))
+                    data = e
                 if row.kind in SERIAL_KINDS:
                     async with one_at_a_time:
-                        failure = await self._send_one(row)
+                        failure = await self._send_one(row, data)
                 else:
-                    failure = await self._send_one(row)
+                    failure = await self._send_one(row, data)
                 if failure is not None:  # the server is unhappy: stop taking new ones
                     failures.append(failure)
 

@@ -122,9 +122,25 @@ def _filename(part: email.message.Message) -> str:
 
 def _find_daticert(msg: email.message.Message) -> email.message.Message | None:
     for part in _parts(msg):
-        if not part.is_multipart() and _filename(part) == "daticert.xml":
+        if (
+            not part.is_multipart()
+            and _may_name_daticert(part)
+            and _filename(part) == "daticert.xml"
+        ):
             return part
     return None
+
+
+def _may_name_daticert(part: email.message.Message) -> bool:
+    """A quick test before decoding the part's file name (RFC 2231, 2047: costly, and
+    asked of every part of every message): its raw name headers say "daticert", or are
+    encoded so that they could."""
+    for name, value in part.raw_items():
+        if name.lower() in ("content-disposition", "content-type"):
+            low = str(value).lower()
+            if "daticert" in low or "=?" in low:
+                return True
+    return False
 
 
 def _find_original(msg: email.message.Message, any_name: bool) -> email.message.Message | None:

@@ -130,10 +130,12 @@ def _die_with(parent: int) -> None:
 async def _serve(cfg: Config, wake_fd: int) -> None:
     from maild.clock import SystemClock
     from maild.db import Database
+    from maild.notify import Notifier
     from maild.outbox import OutboxSender, make_transport
 
     db = Database(cfg.database_url)
-    sender = OutboxSender(db, make_transport(cfg.smtp), SystemClock(), cfg.smtp)
+    notifier = Notifier(cfg)
+    sender = OutboxSender(db, make_transport(cfg.smtp), SystemClock(), cfg.smtp, notifier)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -127,7 +127,7 @@ def add_inbound_article(
                 "filename": att.filename[-255:],  # keep the extension
                 "content_type": att.content_type[:255],
                 "size": len(att.data),
-                "sha256": blobs.put(att.data),
+                "sha256": _stored(blobs, att),
                 "content_id": att.content_id[:998] if att.content_id else None,
                 "inline": att.inline,
             },
@@ -135,6 +135,12 @@ def add_inbound_article(
     if msg.message_id:
         remember_message_id(session, msg.message_id, ticket)
     ticket.updated_at = now
+
+
+def _stored(blobs: BlobStore, att: Attachment) -> str:
+    if att.sha256 is None:
+        att.sha256 = blobs.put(att.data)
+    return att.sha256
 
 
 def remember_message_id(session: Session, message_id: str, ticket: Ticket | int) -> None:

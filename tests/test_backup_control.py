@@ -88,7 +88,10 @@ def outbox(
         if kind:
             q = q.where(OutboxMessage.kind == kind)
         rows = list(s.scalars(q))
-    return [(r, email.message_from_bytes(r.data, policy=email.policy.default)) for r in rows]
+    return [
+        (r, email.message_from_bytes(rt.notifier.wire(r), policy=email.policy.default))
+        for r in rows
+    ]
 
 
 def tickets(rt: Runtime) -> list[Ticket]:

@@ -43,7 +43,7 @@ def outbox(rt: Runtime, kind: str | None = None):
         if kind:
             q = q.where(OutboxMessage.kind == kind)
         rows = list(s.scalars(q))
-    return [(r, message_from_bytes(r.data, policy=default_policy)) for r in rows]
+    return [(r, message_from_bytes(rt.notifier.wire(r), policy=default_policy)) for r in rows]
 
 
 def tickets(rt: Runtime) -> list[Ticket]:

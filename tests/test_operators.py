@@ -61,7 +61,7 @@ def mails(rt: Runtime, kind: str | None = None, to: str | None = None):
         if kind:
             q = q.where(OutboxMessage.kind == kind)
         rows = list(s.scalars(q))
-    out = [(r, message_from_bytes(r.data, policy=default_policy)) for r in rows]
+    out = [(r, message_from_bytes(rt.notifier.wire(r), policy=default_policy)) for r in rows]
     return [m for r, m in out if to is None or to in r.recipients]
 
 

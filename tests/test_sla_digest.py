@@ -81,7 +81,7 @@ def test_digest_once_a_day_lists_open_overdue_tickets(rt):
         days = s.scalars(select(SlaDigest)).all()
     assert len(rows) == 1 and [(d.tickets, d.day.day) for d in days] == [(1, 23)]
     assert rows[0].recipients == ["laura.bianchi@consorzio.example"]
-    body = rows[0].data.decode("utf-8", "replace")
+    body = rt.notifier.wire(rows[0]).decode("utf-8", "replace")
     assert "2026-000001" in body and "2026-000002" not in body and "2026-000003" not in body
 
 

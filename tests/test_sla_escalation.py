@@ -100,7 +100,7 @@ class Week:
                 .order_by(OutboxMessage.id)
             ).all()
         return [
-            (o.kind, number, o.created_at.astimezone(ROME), o.recipients, o.data)
+            (o.kind, number, o.created_at.astimezone(ROME), o.recipients, self.rt.notifier.wire(o))
             for o, number in rows
         ]
 

@@ -26,7 +26,7 @@ def ack_for(state_dir, language: str, subject: str):
     with db.session() as s:
         row = s.scalar(select(OutboxMessage).where(OutboxMessage.kind == "ack"))
     db.dispose()
-    return message_from_bytes(row.data, policy=default_policy)
+    return message_from_bytes(rt.notifier.wire(row), policy=default_policy)
 
 
 def test_italian_ack(state_dir):

@@ -1,4 +1,5 @@
-"""outbox priority: requesters' mail before operators' copies
+"""outbox: priority (requesters' mail before operators' copies) and drafts (mail
+composed by the sender)
 
 Revision ID: 0002
 Revises: 0001
@@ -23,9 +24,13 @@ def upgrade() -> None:
         batch_op.create_index(
             'ix_outbox_claim', ['status', 'priority', 'next_attempt_at'], unique=False
         )
+        batch_op.add_column(sa.Column('draft', sa.Text(), nullable=True))
+        batch_op.alter_column('data', existing_type=sa.LargeBinary(), nullable=True)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.alter_column('data', existing_type=sa.LargeBinary(), nullable=False)
+        batch_op.drop_column('draft')
         batch_op.drop_index('ix_outbox_claim')
         batch_op.drop_column('priority')
