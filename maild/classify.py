@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from maild import autodetect, subject
+from maild import autodetect, facts, subject
 from maild.config import Config
 from maild.models import Ticket
 from maild.tickets import ticket_by_number, ticket_by_references
@@ -63,13 +63,11 @@ def rule_loop(ctx: Context, msg: ParsedMessage) -> Decision | None:
 
 
 def rule_automatic(ctx: Context, msg: ParsedMessage) -> Decision | None:
-    if msg.email is None:
-        return None
-    kind = autodetect.classify_auto(msg.email, msg.subject)
+    kind = facts.auto_kind(msg)
     if kind is None:
         return None
     if kind == autodetect.AutoKind.BOUNCE:
-        info = autodetect.bounce_info(msg.email)
+        info = facts.bounce(msg)
         ticket = None
         if info is not None and info.original_message_id:
             ticket = ticket_by_references(

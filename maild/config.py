@@ -75,6 +75,10 @@ class ServiceConfig(_Model):
     default_priority: PriorityName = "MEDIA"
     # authserv-id of the consortium MTA's Authentication-Results (RFC 8601); None: any
     trusted_authserv_id: str | None = None
+    # the parse stage and the outbox sender in processes of their own, so that a backlog
+    # keeps every core busy (maild.parse_process, maild.sender_process)
+    parse_process: bool = True
+    sender_process: bool = True
 
     _chk_addr = field_validator("address", "operators_address", "comment_address")(
         lambda v: None if v is None else _email(v)

@@ -19,6 +19,7 @@ from maild.db import Database
 from maild.ingest import InboundItem, Ingestor, IngestResult, Runtime
 from maild.log import get_logger
 from maild.outbox import OutboxSender, make_transport, release_leases
+from maild.parse_process import ParseProcess
 from maild.scheduler import Scheduler, default_jobs
 from maild.sender_process import SenderProcess
 from maild.sources.imap import ImapSource
@@ -42,13 +43,13 @@ class Daemon:
         clock: Clock | None = None,
         config_path: Path | None = None,
         loader: Callable[[Path | None], Config] = load_config,
-        sender_process: bool | None = None,
+        processes: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
-        # the outbox sender in a process of its own (maild.sender_process), except where a
-        # test drives time by hand: another process cannot read that clock
-        self.sender_process = clock is None if sender_process is None else sender_process
+        # the parse stage and the outbox sender in processes of their own (as configured),
+        # except where a test drives time by hand: other processes cannot read that clock
+        self.processes = clock is None if processes is None else processes
         self.config_path = config_path or cfg.source
         self.loader = loader
         self.stopping = asyncio.Event()
@@ -56,6 +57,7 @@ class Daemon:
         self.ready = asyncio.Event()
         self.sources: list[ImapSource | MaildirSource] = []
         self.sender: OutboxSender | SenderProcess | None = None
+        self.parser: ParseProcess | None = None
         self.runtime: Runtime | None = None
 
     def build(self, cfg: Config) -> list[Callable[[asyncio.Event], object]]:
@@ -68,10 +70,9 @@ class Daemon:
             db = prepare_database(cfg)
         rt = Runtime.create(cfg, db=db, clock=self.clock)
         self.runtime = rt
-        ingestor = Ingestor(rt)
         if rt.db.engine.dialect.name == "sqlite":
             release_leases(rt.db, self.clock)  # SQLite means a single instance: they are ours
-        if self.sender_process:
+        if self.processes and cfg.service.sender_process:
             sender: OutboxSender | SenderProcess = SenderProcess(cfg)
             wake = sender.wake
         else:
@@ -80,25 +81,46 @@ class Daemon:
             )
             wake = sender.wakeup.set
         self.sender = sender
+        self.parser = ParseProcess(cfg) if self.processes and cfg.service.parse_process else None
+        parser = self.parser
+        ingestor = Ingestor(rt)
+        turn = asyncio.Lock()  # runs go to the database one at a time, in the order they came
 
         async def ingest(
             items: list[InboundItem], stop: Callable[[], bool] | None
         ) -> list[IngestResult]:
-            results = await asyncio.to_thread(ingestor.ingest_batch, items, stop)
+            prepared = await parser.prepare(items) if parser is not None else None
+            async with turn:
+                if prepared is None:  # parsed here
+                    results = await asyncio.to_thread(ingestor.ingest_batch, items, stop)
+                else:
+                    results = await asyncio.to_thread(
+                        ingestor.ingest_prepared, items, prepared, stop
+                    )
             wake()
             return results
+
+        # with a parse process, the next run is parsed there while this one is committed
+        ingest.parallel = 2 if parser is not None else 1  # type: ignore[attr-defined]
 
         self.sources = [
             ImapSource(m, ingest) if m.type == "imap" else MaildirSource(m, ingest)
             for m in cfg.mailbox
         ]
         self.scheduler = Scheduler(rt, default_jobs(rt))
-        return [s.run for s in self.sources] + [sender.run, self.scheduler.run]
+        runners = [parser.run] if parser is not None else []
+        return runners + [s.run for s in self.sources] + [sender.run, self.scheduler.run]
 
     async def _generation(self, cfg: Config) -> None:
         runners = self.build(cfg)
         stop_gen = asyncio.Event()
-        tasks = [asyncio.create_task(r(stop_gen)) for r in runners]
+        tasks = []
+        if self.parser is not None:  # up before the sources: the backlog is parsed there
+            tasks.append(asyncio.create_task(runners.pop(0)(stop_gen)))
+            ready = asyncio.ensure_future(self.parser.ready.wait())
+            await asyncio.wait([ready, *tasks], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+        tasks += [asyncio.create_task(r(stop_gen)) for r in runners]
         self.ready.set()
         systemd.notify(f"READY=1\nSTATUS=watching {len(self.sources)} mailbox(es)")
         waits = [

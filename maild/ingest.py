@@ -8,8 +8,7 @@ the inbox again: a recorded message is recognised and only moved.
 
 from __future__ import annotations
 
-import hashlib
-import re
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,51 +22,30 @@ from sqlalchemy.orm import Session
 
 from maild.batch import INBOUND, batch_of
 from maild.blobs import BlobStore
-from maild.classify import Decision, Rule, classify, preprocess
+from maild.classify import Decision, Rule, classify
 from maild.clock import Clock, SystemClock
 from maild.config import Config
 from maild.db import Database
+from maild.inbound import (
+    FOLDER_OF_OUTCOME,
+    PROCESSED,
+    QUARANTINE,
+    RECEIPTS,
+    InboundItem,
+    IngestResult,
+    TemporaryFailure,
+    dedupe_key,
+)
 from maild.log import get_logger
 from maild.message import ParsedMessage
 from maild.models import InboundMessage, Ticket
 from maild.notify import Notifier, Outgoing
-from maild.parse import NotAMessage, parse_message
+from maild.prepare import FAILED, NOT_A_MESSAGE, TOO_LARGE, Prepared, prepare
 from maild.tickets import add_inbound_article
 
 log = get_logger("maild.ingest")
 
-# where a source should put the message once its outcome is committed
-PROCESSED, QUARANTINE, RECEIPTS = "processed", "quarantine", "receipts"
-# outcomes whose message belongs elsewhere than the processed folder
-FOLDER_OF_OUTCOME = {
-    "quarantine": QUARANTINE,
-    "too_large": QUARANTINE,
-    "pec_receipt_unmatched": RECEIPTS,
-}
-
-
 ACK_WINDOW = timedelta(hours=1)  # the per-sender acknowledgement limit counts over this
-
-
-class TemporaryFailure(Exception):
-    """Could not store the message now (database unreachable...): leave it and retry."""
-
-
-@dataclass(frozen=True)
-class InboundItem:
-    raw: bytes
-    mailbox: str  # configured mailbox name, or "deliver"
-    uidvalidity: int | None = None
-    uid: int | None = None
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    outcome: str
-    folder: str  # PROCESSED or QUARANTINE
-    ticket_number: str | None = None
-    duplicate: bool = False
-    detail: str | None = None
 
 
 @dataclass
@@ -132,20 +110,7 @@ class Context:
         )
 
 
-_BODY_SPLIT = re.compile(rb"\r?\n\r?\n")
-_MSGID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
-
-
-def dedupe_key(raw: bytes) -> str:
-    """Same Message-ID and same content => same key, whatever trace headers were added
-    on the way (Return-Path, Delivered-To, Received)."""
-    parts = _BODY_SPLIT.split(raw, maxsplit=1)
-    m = _MSGID.search(parts[0])
-    if m is None:
-        return hashlib.sha256(raw).hexdigest()
-    mid = b" ".join(m.group(1).split())
-    body = parts[1] if len(parts) > 1 else b""
-    return hashlib.sha256(mid + b"\0" + hashlib.sha256(body).digest()).hexdigest()
+_Job = tuple[InboundItem, Prepared]
 
 
 def _uid_of(item: InboundItem) -> tuple[str, int | None, int] | None:
@@ -156,18 +121,6 @@ def _is_temporary(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
-@dataclass
-class _Prepared:
-    """A message read before its transaction: parsing needs no database."""
-
-    item: InboundItem
-    key: str
-    msg: ParsedMessage | None = None
-    # why the message cannot join a batch: it is too large, not a message, or unreadable
-    special: str | None = None
-    error: Exception | None = None
 
 
 class Ingestor:
@@ -201,43 +154,39 @@ class Ingestor:
         for start in range(0, len(items), self.batch_size):
             if stop is not None and stop():
                 break
-            prepared = [self._prepare(i) for i in items[start : start + self.batch_size]]
-            done = self._prepared(prepared, stop)
+            part = list(items[start : start + self.batch_size])
+            done = self.ingest_prepared(part, self.prepare(part), stop)
             results += done
-            if len(done) < len(prepared):
+            if len(done) < len(part):
                 break
         return results
 
-    # -- steps --------------------------------------------------------------------------
+    def prepare(self, items: Sequence[InboundItem]) -> list[Prepared]:
+        """The parse stage of `items` (maild.prepare), here in this process."""
+        return [prepare(item, self.rt.cfg, self.rt.blobs) for item in items]
 
-    def _prepare(self, item: InboundItem) -> _Prepared:
-        key = dedupe_key(item.raw)
-        if len(item.raw) > self.rt.cfg.service.max_message_bytes:
-            return _Prepared(item, key, special="too_large")
-        try:
-            return _Prepared(item, key, preprocess(parse_message(item.raw)))
-        except NotAMessage as exc:
-            return _Prepared(item, key, special="not_a_message", error=exc)
-        except Exception as exc:  # a parser bug: this message is quarantined, not the batch
-            return _Prepared(item, key, special="failed", error=exc)
-
-    def _prepared(
-        self, prepared: list[_Prepared], stop: Callable[[], bool] | None
+    def ingest_prepared(
+        self,
+        items: Sequence[InboundItem],
+        prepared: Sequence[Prepared],
+        stop: Callable[[], bool] | None = None,
     ) -> list[IngestResult]:
-        """Runs of ordinary messages share a transaction; the others go one by one."""
+        """The rest of ingestion, for messages through the parse stage: runs of ordinary
+        messages share a transaction, the others go one by one."""
+        jobs = list(zip(items, prepared, strict=True))
         results: list[IngestResult] = []
         pos = 0
-        while pos < len(prepared):
-            if results and stop is not None and stop():
+        while pos < len(jobs):
+            if stop is not None and stop() and (results or pos):
                 break
-            if prepared[pos].special is not None:
-                results.append(self._single(prepared[pos]))
+            if jobs[pos][1].special is not None:
+                results.append(self._single(jobs[pos]))
                 pos += 1
                 continue
             end = pos
-            while end < len(prepared) and prepared[end].special is None:
+            while end < len(jobs) and jobs[end][1].special is None:
                 end += 1
-            run = prepared[pos:end]
+            run = jobs[pos:end]
             done = self._run(run, stop)
             results += done
             pos += len(done)
@@ -245,7 +194,9 @@ class Ingestor:
                 break  # stopped half-way
         return results
 
-    def _run(self, run: list[_Prepared], stop: Callable[[], bool] | None) -> list[IngestResult]:
+    # -- steps --------------------------------------------------------------------------
+
+    def _run(self, run: list[_Job], stop: Callable[[], bool] | None) -> list[IngestResult]:
         """Ordinary messages in one transaction; if any fails, each in one of its own."""
         if len(run) == 1:
             return [self._single(run[0])]
@@ -258,25 +209,26 @@ class Ingestor:
                 raise TemporaryFailure(str(exc)) from exc
             log.info("batch_retried_one_by_one", messages=len(run), error=repr(exc)[:300])
         results: list[IngestResult] = []
-        for p in run:
+        for job in run:
             if results and stop is not None and stop():
                 break
-            results.append(self._single(p))
+            results.append(self._single(job))
         return results
 
-    def _single(self, p: _Prepared) -> IngestResult:
+    def _single(self, job: _Job) -> IngestResult:
         """One message in its own transaction, and what becomes of it when that fails."""
-        item, key = p.item, p.key
+        item, p = job
+        key = p.key
         try:
-            if p.special == "too_large":
+            if p.special == TOO_LARGE:
                 return self._known(item, key) or self._too_large(item, key)
-            if p.special == "not_a_message":
+            if p.special == NOT_A_MESSAGE:
                 return self._known(item, key) or self._quarantine(
                     item, key, f"not an e-mail message: {p.error}"
                 )
-            if p.special == "failed":
-                raise p.error
-            return self._transaction([p], None)[0]
+            if p.special == FAILED:
+                return self._failed(item, key, p.error or "?", p.trace)
+            return self._transaction([job], None)[0]
         except TemporaryFailure:
             raise
         except IntegrityError:
@@ -288,47 +240,43 @@ class Ingestor:
         except Exception as exc:  # a bad message must never block the ones behind it
             if _is_temporary(exc):
                 raise TemporaryFailure(str(exc)) from exc
-            try:  # recorded before (parsing now fails where it once worked): just move it
-                known = self._known(item, key)
-            except Exception as exc2:
-                raise TemporaryFailure(str(exc2)) from exc2
-            if known is not None:
-                return known
-            log.error(
-                "message_failed",
-                mailbox=item.mailbox,
-                uid=item.uid,
-                exc_info=exc,
-            )
-            return self._quarantine(item, key, f"{type(exc).__name__}: {exc}")
+            trace = "".join(traceback.format_exception(exc))
+            return self._failed(item, key, f"{type(exc).__name__}: {exc}", trace)
 
-    def _transaction(
-        self, run: list[_Prepared], stop: Callable[[], bool] | None
-    ) -> list[IngestResult]:
-        done: list[tuple[_Prepared, IngestResult]] = []
+    def _failed(self, item: InboundItem, key: str, error: str, trace: str | None) -> IngestResult:
+        try:  # recorded before (parsing now fails where it once worked): just move it
+            known = self._known(item, key)
+        except Exception as exc2:
+            raise TemporaryFailure(str(exc2)) from exc2
+        if known is not None:
+            return known
+        log.error("message_failed", mailbox=item.mailbox, uid=item.uid, error=error, trace=trace)
+        return self._quarantine(item, key, error)
+
+    def _transaction(self, run: list[_Job], stop: Callable[[], bool] | None) -> list[IngestResult]:
+        done: list[tuple[_Job, IngestResult]] = []
         with self.rt.db.transaction() as session:
             now = self.rt.clock.now()
             known = self._known_many(session, run)
             batch = batch_of(session)
+            msgs = [p.msg for _, p in run]
             batch.prefetch_refs(
-                session,
-                (i for p in run for i in (p.msg.message_id, *p.msg.in_reply_to, *p.msg.references)),
+                session, (i for m in msgs for i in (m.message_id, *m.in_reply_to, *m.references))
             )
             batch.load_tickets(session)
-            batch.prefetch_rates(
-                session, ["ack"], (p.msg.sender.email for p in run), now - ACK_WINDOW
-            )
-            for p in run:
+            batch.prefetch_rates(session, ["ack"], (m.sender.email for m in msgs), now - ACK_WINDOW)
+            for job in run:
                 if done and stop is not None and stop():
                     break
-                result = known.get(p.key) or known.get(_uid_of(p.item))
+                item, p = job
+                result = known.get(p.key) or known.get(_uid_of(item))
                 if result is None:
-                    result = self._act(session, p)
+                    result = self._act(session, item, p)
                     known[p.key] = IngestResult(
                         result.outcome, result.folder, duplicate=True, detail="already recorded"
                     )
-                done.append((p, result))
-        for p, result in done:
+                done.append((job, result))
+        for (item, p), result in done:
             if not result.duplicate:
                 log.info(
                     "message_ingested",
@@ -336,15 +284,14 @@ class Ingestor:
                     ticket=result.ticket_number,
                     message_id=p.msg.message_id,
                     sender=p.msg.sender.email,
-                    mailbox=p.item.mailbox,
-                    uid=p.item.uid,
+                    mailbox=item.mailbox,
+                    uid=item.uid,
                 )
         return [r for _, r in done]
 
-    def _act(self, session: Session, p: _Prepared) -> IngestResult:
+    def _act(self, session: Session, item: InboundItem, p: Prepared) -> IngestResult:
         msg = p.msg
-        raw_sha = self.rt.blobs.put(p.item.raw)
-        ctx = Context(self.rt, session, self.rt.clock.now(), raw_sha, p.item)
+        ctx = Context(self.rt, session, self.rt.clock.now(), p.raw_sha256, item)
         decision = classify(ctx, msg, self.rules)
         outcome, ticket = self.handlers[decision.route](ctx, msg, decision)
         self._record(ctx, p.key, msg, outcome, ticket, decision.reason)
@@ -352,14 +299,14 @@ class Ingestor:
         number = ticket.number if ticket is not None else None
         return IngestResult(outcome, folder, number, detail=decision.reason or None)
 
-    def _known_many(self, session: Session, run: list[_Prepared]) -> dict:
+    def _known_many(self, session: Session, run: list[_Job]) -> dict:
         """Outcomes of the messages of `run` recorded before, by dedupe key and by UID."""
-        keys = [p.key for p in run]
+        keys = [p.key for _, p in run]
         cond = InboundMessage.dedupe_key.in_(keys)
         by_box: dict[tuple[str, int | None], list[int]] = {}
-        for p in run:
-            if p.item.uid is not None:
-                by_box.setdefault((p.item.mailbox, p.item.uidvalidity), []).append(p.item.uid)
+        for item, _ in run:
+            if item.uid is not None:
+                by_box.setdefault((item.mailbox, item.uidvalidity), []).append(item.uid)
         for (mailbox, uidvalidity), uids in by_box.items():
             cond = or_(
                 cond,
@@ -542,6 +489,11 @@ def ack_allowed(ctx: Context, sender: str) -> bool:
 
 
 __all__ = [
+    "FOLDER_OF_OUTCOME",
+    "PROCESSED",
+    "QUARANTINE",
+    "RECEIPTS",
+    "IngestResult",
     "Context",
     "Decision",
     "InboundItem",

@@ -24,6 +24,11 @@ class Attachment:
     content_id: str | None = None  # without angle brackets, for cid: links
     inline: bool = False  # Content-Disposition inline with a Content-ID (embedded image)
     sha256: str | None = None  # set once stored under state_dir (maild.blobs)
+    size: int | None = None  # len(data), kept when the data is dropped (see lighten)
+
+    @property
+    def length(self) -> int:
+        return self.size if self.size is not None else len(self.data)
 
 
 @dataclass(slots=True)
@@ -42,21 +47,32 @@ class ParsedMessage:
     html: str | None  # sanitised HTML body (nh3) when the message has one
     body_content_type: str  # "text/plain" or "text/html": which body `text` comes from
     attachments: list[Attachment] = field(default_factory=list)
-    # stdlib view of the message (compat32 policy) for header lookups by classifiers
+    # stdlib view of the message (compat32 policy) for the classifiers' facts (maild.facts);
+    # None once lightened
     email: email.message.Message | None = None
+    # header values as the stdlib gives them, by lower-case name
+    headers: dict[str, list] = field(default_factory=dict)
+    # facts read from `email` (maild.facts), kept when the message is lightened
+    memo: dict[str, object] = field(default_factory=dict)
 
     def header(self, name: str, default: str = "") -> str:
         """A decoded header value ("" when absent)."""
-        if self.email is None:
-            return default
         from maild.parse import decode_header_value
 
-        value = self.email.get(name)
-        return default if value is None else decode_header_value(value)
+        values = self.headers.get(name.lower())
+        return decode_header_value(values[0]) if values else default
 
     def header_all(self, name: str) -> list[str]:
-        if self.email is None:
-            return []
         from maild.parse import decode_header_value
 
-        return [decode_header_value(v) for v in self.email.get_all(name, [])]
+        return [decode_header_value(v) for v in self.headers.get(name.lower(), [])]
+
+    def lighten(self) -> ParsedMessage:
+        """This message without what classification no longer needs once its facts are
+        read (the stdlib tree, attachment data already stored): cheap to hand to another
+        process."""
+        for att in self.attachments:
+            if att.sha256 is not None and att.data:
+                att.size, att.data = len(att.data), b""
+        self.email = None
+        return self

@@ -861,4 +861,12 @@ def parse_message(raw: bytes) -> ParsedMessage:
         body_content_type=body_content_type,
         attachments=walk.attachments,
         email=msg,
+        headers=_by_name(msg),
     )
+
+
+def _by_name(msg: Message) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for name, value in msg.items():
+        out.setdefault(name.lower(), []).append(value)
+    return out

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from maild import pec
+from maild import facts, pec
 from maild.log import get_logger
 from maild.message import Address, Attachment, ParsedMessage
 from maild.models import MessageRef, Ticket
@@ -48,7 +48,7 @@ def open_envelope(msg: ParsedMessage, _depth: int = 0) -> ParsedMessage:
     (receipts included) is returned unchanged."""
     if msg.email is None or _depth > 2:
         return msg
-    info = pec.read_pec(msg.email)
+    info = facts.pec_info(msg)
     if info is None or info.kind == "receipt":
         return msg
     inner = _parse_original(info)
@@ -108,9 +108,7 @@ def _parse_original(info: pec.PecInfo) -> ParsedMessage | None:
 def rule_pec_receipt(ctx: Context, msg: ParsedMessage) -> Decision | None:
     from maild.classify import Decision
 
-    if msg.email is None:
-        return None
-    info = pec.read_pec(msg.email)
+    info = facts.pec_info(msg)
     if info is None or info.kind != "receipt":
         return None
     ticket = ticket_of_receipt(ctx, info)

@@ -6,26 +6,22 @@ runners, the sender is then a process with one job: the daemon starts it with it
 configuration, wakes it through a pipe after each commit, and stops it with SIGTERM (it
 finishes the mail in hand). The database stays the only channel for the mail itself.
 
-It dies with the daemon (PR_SET_PDEATHSIG, and end-of-file on the wake-up pipe), so a
-killed daemon never leaves a sender behind to race the next one's.
+It dies with the daemon (maild.children, and end-of-file on the wake-up pipe).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
-import pickle
 import signal
 import sys
 import time
-from pathlib import Path
 
+from maild.children import child_start, spawn
 from maild.config import Config
-from maild.log import configure_logging, get_logger
+from maild.log import get_logger
 
 log = get_logger("maild.sender")
-PR_SET_PDEATHSIG = 1
 STOP_WAIT = 8.0  # seconds for the mail in hand before SIGKILL (the daemon's grace is 9)
 
 
@@ -53,25 +49,11 @@ class SenderProcess:
     async def _start(self) -> asyncio.subprocess.Process:
         read, write = os.pipe()
         os.set_blocking(write, False)
-        root = str(Path(__file__).resolve().parent.parent)
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "maild.sender_process",
-                str(read),
-                str(os.getpid()),
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=(read,),
-                env=env,
-            )
+            proc = await spawn("maild.sender_process", self.cfg, str(read), pass_fds=(read,))
         finally:
             os.close(read)
         assert proc.stdin is not None
-        proc.stdin.write(pickle.dumps(self.cfg))
-        await proc.stdin.drain()
         proc.stdin.close()
         self._wake = write
         return proc
@@ -117,16 +99,6 @@ class SenderProcess:
 # -- the process itself ---------------------------------------------------------------------
 
 
-def _die_with(parent: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the wake-up pipe's end-of-file still stops us
-    if os.getppid() != parent:  # the daemon died before we could ask
-        os._exit(1)
-
-
 async def _serve(cfg: Config, wake_fd: int) -> None:
     from maild.clock import SystemClock
     from maild.db import Database
@@ -162,14 +134,11 @@ async def _serve(cfg: Config, wake_fd: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    wake_fd, parent = int(argv[0]), int(argv[1])
-    _die_with(parent)
-    cfg: Config = pickle.load(sys.stdin.buffer)  # from our parent, the daemon
-    configure_logging(cfg.logging.level, cfg.logging.format)
+    cfg: Config = child_start(argv)
     import structlog
 
     structlog.contextvars.bind_contextvars(runner="outbox")
-    asyncio.run(_serve(cfg, wake_fd))
+    asyncio.run(_serve(cfg, int(argv[1])))
 
 
 if __name__ == "__main__":

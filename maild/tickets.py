@@ -126,7 +126,7 @@ def add_inbound_article(
                 "article_id": article,
                 "filename": att.filename[-255:],  # keep the extension
                 "content_type": att.content_type[:255],
-                "size": len(att.data),
+                "size": att.length,
                 "sha256": _stored(blobs, att),
                 "content_id": att.content_id[:998] if att.content_id else None,
                 "inline": att.inline,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from maild import facts
 from maild.backup.config import generic_rules
 from maild.backup.incidents import Unit, record_report, record_unknown
 from maild.backup.jobs import match_job
@@ -20,6 +21,7 @@ from maild.classify import Decision
 from maild.log import get_logger
 
 if TYPE_CHECKING:
+    from maild.config import Config
     from maild.ingest import Context
     from maild.message import ParsedMessage
     from maild.models import Ticket
@@ -28,12 +30,13 @@ log = get_logger("maild.backup")
 ROUTE = "backup_report"
 
 
-def read_report(ctx: Context, msg: ParsedMessage) -> tuple[BackupReport, set[str]] | None:
+def read_report(cfg: Config, msg: ParsedMessage) -> tuple[BackupReport, set[str]] | None:
     """The report in `msg` (directly or forwarded) and the senders it came through: the
-    original report's sender and, when forwarded, the forwarder."""
+    original report's sender and, when forwarded, the forwarder. Read through
+    maild.facts.backup_report, which keeps the answer."""
     if msg.email is None:
         return None
-    rules = generic_rules(ctx.cfg)
+    rules = generic_rules(cfg)
     if not rules and not _may_be_report(msg):
         return None
     for view in report_views(msg.email):
@@ -53,7 +56,7 @@ def _may_be_report(msg: ParsedMessage) -> bool:
 
 
 def rule_backup_report(ctx: Context, msg: ParsedMessage) -> Decision | None:
-    found = read_report(ctx, msg)
+    found = facts.backup_report(msg, ctx.cfg)
     if found is None:
         return None
     report, senders = found

@@ -307,7 +307,7 @@ def _apply(
         ctx.store_article(ticket, msg, body_or_empty(msg), internal=True)
     else:
         _remember(ctx, msg, ticket)
-    attachments = [(a.filename, a.content_type, a.data) for a in msg.attachments]
+    attachments = [(a.filename, a.content_type, a.sha256 or a.data) for a in msg.attachments]
 
     if plan.status == RISOLTO:
         change = lifecycle.set_status(ctx, ticket, RISOLTO, actor)

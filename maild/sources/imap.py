@@ -12,20 +12,17 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Awaitable, Callable
 
 import aioimaplib
 from aioimaplib.aioimaplib import Command
 
 from maild.config import MailboxConfig
-from maild.ingest import InboundItem, IngestResult, TemporaryFailure
+from maild.ingest import InboundItem, TemporaryFailure
 from maild.log import get_logger
-from maild.sources.ramp import Ramp
+from maild.sources.runs import IngestFn, Ramp, feed
 
 log = get_logger("maild.imap")
 
-# a run of messages in, their results out (a prefix of them when `stop()` became true)
-IngestFn = Callable[[list[InboundItem], Callable[[], bool] | None], Awaitable[list[IngestResult]]]
 _FETCH_HEAD = re.compile(rb"^\d+ FETCH \(.*UID (\d+)")
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 
@@ -96,6 +93,7 @@ class ImapSource:
         self.idle_timeout = idle_timeout
         self.client: aioimaplib.IMAP4 | None = None
         self.ramp = Ramp()
+        self._moving = asyncio.Lock()
         self.uidvalidity: int | None = None
         self.connected = asyncio.Event()  # for tests and health: set while logged in
 
@@ -157,29 +155,26 @@ class ImapSource:
         """Fetch, ingest and move one batch. Returns how many were handled. When the daemon
         is stopping, the message in hand is finished and the rest waits for the next run.
 
-        The fetched messages go to ingestion in runs that share a transaction; each run
-        leaves the inbox as soon as it is committed."""
+        The fetched messages go to ingestion in runs that share a transaction (see
+        maild.sources.runs); each run leaves the inbox as soon as it is committed."""
         resp = _check(
             await self.client.uid("fetch", uid_ranges(uids), "(UID BODY.PEEK[])"), "UID FETCH"
         )
-        fetched = parse_fetch(resp.lines)
-        stop = stopping.is_set if stopping is not None else None
-        handled = 0
-        while handled < len(fetched):
-            if stop is not None and stop():
-                break
-            part = fetched[handled : handled + self.ramp.next()]
-            items = [InboundItem(raw, self.cfg.name, self.uidvalidity, uid) for uid, raw in part]
-            results = await self.ingest(items, stop)
+
+        def items(part):
+            taken = list(part)
+            return taken, [InboundItem(raw, self.cfg.name, self.uidvalidity, u) for u, raw in taken]
+
+        async def settle(done, results) -> None:
             moves: dict[str, list[int]] = {}
-            for (uid, _), result in zip(part, results, strict=False):
+            for (uid, _), result in zip(done, results, strict=True):
                 moves.setdefault(self.cfg.folder_for(result.folder), []).append(uid)
-            for folder, done in moves.items():
-                await self.move(done, folder)
-            handled += len(results)
-            if len(results) < len(items):
-                break
-        return handled
+            async with self._moving:  # one IMAP command at a time on this connection
+                for folder, moved in moves.items():
+                    await self.move(moved, folder)
+
+        stop = stopping.is_set if stopping is not None else None
+        return await feed(self.ingest, parse_fetch(resp.lines), items, settle, self.ramp, stop)
 
     async def move(self, uids: list[int], folder: str) -> None:
         uidset = uid_ranges(uids)

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from maild.config import MailboxConfig
-from maild.ingest import InboundItem, IngestResult, TemporaryFailure
+from maild.ingest import InboundItem, TemporaryFailure
 from maild.log import get_logger
-from maild.sources.ramp import Ramp
+from maild.sources.runs import IngestFn, Ramp, feed
 
 log = get_logger("maild.maildir")
-
-IngestFn = Callable[[list[InboundItem], Callable[[], bool] | None], Awaitable[list[IngestResult]]]
 
 
 def ensure_maildir(path: Path) -> None:
@@ -54,30 +51,26 @@ class MaildirSource:
         return sorted(files, key=lambda p: p.name)
 
     async def drain(self, stopping: asyncio.Event) -> int:
-        """Ingest what waits, in runs that share a transaction (see maild.sources.ramp);
+        """Ingest what waits, in runs that share a transaction (see maild.sources.runs);
         each file is moved once its run is committed."""
-        pending = self.pending()
-        ramp = Ramp()
-        n = 0
-        while pending and not stopping.is_set():
-            size = ramp.next()
-            batch, pending = pending[:size], pending[size:]
-            paths, items = [], []
-            for path in batch:
+
+        def items(part):
+            taken, out = [], []
+            for path in part:
                 try:
                     raw = path.read_bytes()
                 except FileNotFoundError:  # taken by someone else
                     continue
-                paths.append(path)
-                items.append(InboundItem(raw, self.cfg.name))
-            results = await self.ingest(items, stopping.is_set) if items else []
-            for path, result in zip(paths, results, strict=False):
+                taken.append(path)
+                out.append(InboundItem(raw, self.cfg.name))
+            return taken, out
+
+        async def settle(done, results) -> None:
+            for path, result in zip(done, results, strict=True):
                 target = self.targets.get(result.folder, self.targets["processed"])
                 os.replace(path, target / "cur" / path.name)
-            n += len(results)
-            if len(results) < len(items):
-                break
-        return n
+
+        return await feed(self.ingest, self.pending(), items, settle, Ramp(), stopping.is_set)
 
     async def run(self, stopping: asyncio.Event) -> None:
         backoff = 1.0
