@@ -3,6 +3,7 @@
 SIGTERM/SIGINT: stop taking messages, let the one in hand finish, exit within 10 s.
 SIGHUP: re-read the configuration; if it is valid, restart the tasks with it, else keep
 running on the old one and log why.
+SIGUSR1: log what every task is waiting for (a daemon that seems stuck says where).
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ def prepare_database(cfg: Config) -> Database:
     db = Database(cfg.database_url)
     db.upgrade()  # no-op when at head; creates the schema of an empty database
     return db
+
+
+def log_tasks() -> None:
+    """One log line per asyncio task: its name and the frames it is suspended in."""
+    for task in asyncio.all_tasks():
+        frames, awaited = [], task.get_coro()
+        while awaited is not None:  # down the chain of awaits, outermost first
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                frames.append(repr(awaited)[:120])  # a future, a lock's waiter...
+                break
+            code = frame.f_code
+            frames.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        log.info("task_waiting", task=task.get_name(), frames=frames)
 
 
 class Daemon:
@@ -175,10 +191,11 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        loop.add_signal_handler(signal.SIGUSR1, log_tasks)
         try:
             await self.serve()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
 
     async def serve(self) -> None:

@@ -27,9 +27,16 @@ log = get_logger("maild.parse")
 STOP_WAIT = 5.0
 
 
+def answer_timeout(items: list[InboundItem]) -> float:
+    """How long a run may take in the parse process before it is deemed stuck: generous
+    (a 25 MB message parses in a few seconds), so only a process that hangs trips it."""
+    return 30.0 + 2.0 * sum(len(i.raw) for i in items) / 1e6
+
+
 class ParseProcess:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, timeout=answer_timeout) -> None:
         self.cfg = cfg
+        self.timeout = timeout
         self.proc: asyncio.subprocess.Process | None = None
         self.ready = asyncio.Event()  # the process runs and has answered it is ready
         self._turn = asyncio.Lock()  # one run at a time through the pipe, in order
@@ -41,20 +48,29 @@ class ParseProcess:
             proc = self.proc
             if proc is None or not self.ready.is_set():
                 return None
-            assert proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write(frame(items))
-                await proc.stdin.drain()
-                answer = await read_frame_async(proc.stdout)
-            except (OSError, EOFError, asyncio.IncompleteReadError) as e:
-                log.error("parse_process_lost", pid=proc.pid, error=f"{type(e).__name__}: {e}")
+                answer = await asyncio.wait_for(self._exchange(proc, items), self.timeout(items))
+            except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as e:
+                # parsed again here; the run loop starts a new process
+                error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                log.error("parse_process_lost", pid=proc.pid, error=error)
                 self.ready.clear()
                 if proc.returncode is None:
                     proc.kill()
                 return None
         if isinstance(answer, TemporaryFailure):
             raise answer
+        if not isinstance(answer, list) or len(answer) != len(items):  # never: but say so
+            log.error("parse_process_wrong_answer", pid=proc.pid, got=type(answer).__name__)
+            return None
         return answer
+
+    @staticmethod
+    async def _exchange(proc: asyncio.subprocess.Process, items: list[InboundItem]) -> object:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(frame(items))
+        await proc.stdin.drain()
+        return await read_frame_async(proc.stdout)
 
     async def run(self, stopping: asyncio.Event) -> None:
         backoff = 1.0

@@ -184,6 +184,7 @@ def test_sd_notify_ready_watchdog_stopping_and_reload(tmp_path):
         proc.send_signal(signal.SIGHUP)
         until("RELOADING=1")
         until("READY=1\nSTATUS")  # ready again after the reload
+        proc.send_signal(signal.SIGUSR1)  # what is every task waiting for?
         proc.send_signal(signal.SIGTERM)
         until("STOPPING=1")
         assert proc.wait(timeout=12) == 0
@@ -194,6 +195,9 @@ def test_sd_notify_ready_watchdog_stopping_and_reload(tmp_path):
     err = proc.stderr.read().decode()
     assert "reload_rejected" in err and "GOLD" in err
     assert "reloading_configuration" in err
+    waits = [json.loads(line) for line in err.splitlines() if '"task_waiting"' in line]
+    assert waits and all(w["frames"] for w in waits)
+    assert any(w["frames"][0].startswith("daemon.py") for w in waits), waits
 
 
 @pytest.mark.parametrize("command", [["db", "upgrade"], ["check-config"]])
