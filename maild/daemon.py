@@ -74,6 +74,7 @@ class Daemon:
         self.sources: list[ImapSource | MaildirSource] = []
         self.sender: OutboxSender | SenderProcess | None = None
         self.parser: ParseProcess | None = None
+        self.helpers: list[ParseProcess | SenderProcess] = []
         self.runtime: Runtime | None = None
 
     def build(self, cfg: Config) -> list[Callable[[asyncio.Event], object]]:
@@ -124,16 +125,17 @@ class Daemon:
             for m in cfg.mailbox
         ]
         self.scheduler = Scheduler(rt, default_jobs(rt))
-        runners = [parser.run] if parser is not None else []
-        return runners + [s.run for s in self.sources] + [sender.run, self.scheduler.run]
+        # the daemon's own processes start first: mail is read once they are ready
+        self.helpers = [p for p in (parser, sender) if isinstance(p, ParseProcess | SenderProcess)]
+        in_process = [] if isinstance(sender, SenderProcess) else [sender.run]
+        return [s.run for s in self.sources] + in_process + [self.scheduler.run]
 
     async def _generation(self, cfg: Config) -> None:
         runners = self.build(cfg)
         stop_gen = asyncio.Event()
-        tasks = []
-        if self.parser is not None:  # up before the sources: the backlog is parsed there
-            tasks.append(asyncio.create_task(runners.pop(0)(stop_gen)))
-            ready = asyncio.ensure_future(self.parser.ready.wait())
+        tasks = [asyncio.create_task(h.run(stop_gen)) for h in self.helpers]
+        if tasks:  # a helper that does not start in time is not waited for: mail goes on
+            ready = asyncio.gather(*(h.ready.wait() for h in self.helpers))
             await asyncio.wait([ready, *tasks], timeout=30, return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()
         tasks += [asyncio.create_task(r(stop_gen)) for r in runners]

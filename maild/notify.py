@@ -94,6 +94,15 @@ class Notifier:
         env.filters["localtime"] = self._localtime
         return env
 
+    def warm(self) -> int:
+        """Compile every template of the configured language now, not at the first mail
+        (the sender does this while starting: a broken template shows at once)."""
+        lang = self.cfg.service.language
+        names = self.env.list_templates(filter_func=lambda n: n.startswith(f"{lang}/"))
+        for name in names:
+            self.env.get_template(name)
+        return len(names)
+
     def _localtime(self, value: datetime | None, fmt: str = "%d/%m/%Y %H:%M") -> str:
         return "" if value is None else value.astimezone(self.cfg.service.tz).strftime(fmt)
 

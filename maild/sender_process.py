@@ -6,7 +6,10 @@ runners, the sender is then a process with one job: the daemon starts it with it
 configuration, wakes it through a pipe after each commit, and stops it with SIGTERM (it
 finishes the mail in hand). The database stays the only channel for the mail itself.
 
-It dies with the daemon (maild.children, and end-of-file on the wake-up pipe).
+It dies with the daemon (maild.children, and end-of-file on the wake-up pipe). It says
+it is ready (a frame on its stdout) once its imports are done and its templates compiled,
+so the daemon starts reading mail only when the sender would not compete with it for
+the CPU while starting.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import signal
 import sys
 import time
 
-from maild.children import child_start, spawn
+from maild.children import child_start, frame, read_frame_async, spawn
 from maild.config import Config
 from maild.log import get_logger
 
@@ -33,6 +36,7 @@ class SenderProcess:
         self._wake: int | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.started = asyncio.Event()  # for tests: the process is running
+        self.ready = asyncio.Event()  # ... and has said it is ready to send
 
     def wake(self) -> None:
         """New mail is committed (called from any thread; never blocks)."""
@@ -50,7 +54,9 @@ class SenderProcess:
         read, write = os.pipe()
         os.set_blocking(write, False)
         try:
-            proc = await spawn("maild.sender_process", self.cfg, str(read), pass_fds=(read,))
+            proc = await spawn(
+                "maild.sender_process", self.cfg, str(read), pass_fds=(read,), pipe_stdout=True
+            )
         finally:
             os.close(read)
         assert proc.stdin is not None
@@ -70,6 +76,12 @@ class SenderProcess:
             self.proc = proc = await self._start()
             self.started.set()
             log.info("sender_process_started", pid=proc.pid)
+            assert proc.stdout is not None
+            try:
+                await asyncio.wait_for(read_frame_async(proc.stdout), 60)  # "ready"
+                self.ready.set()
+            except (TimeoutError, EOFError, asyncio.IncompleteReadError):
+                log.error("sender_process_not_ready", pid=proc.pid)  # it may yet send
             waiting = asyncio.ensure_future(proc.wait())
             stop = asyncio.ensure_future(stopping.wait())
             await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -83,6 +95,7 @@ class SenderProcess:
                     proc.kill()
                     await waiting
             self.started.clear()
+            self.ready.clear()
             self._close_pipe()
             if stopping.is_set():
                 return
@@ -99,7 +112,7 @@ class SenderProcess:
 # -- the process itself ---------------------------------------------------------------------
 
 
-async def _serve(cfg: Config, wake_fd: int) -> None:
+async def _serve(cfg: Config, wake_fd: int, ready_out) -> None:
     from maild.clock import SystemClock
     from maild.db import Database
     from maild.notify import Notifier
@@ -107,6 +120,7 @@ async def _serve(cfg: Config, wake_fd: int) -> None:
 
     db = Database(cfg.database_url)
     notifier = Notifier(cfg)
+    notifier.warm()
     sender = OutboxSender(db, make_transport(cfg.smtp), SystemClock(), cfg.smtp, notifier)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -127,6 +141,8 @@ async def _serve(cfg: Config, wake_fd: int) -> None:
 
     os.set_blocking(wake_fd, False)
     loop.add_reader(wake_fd, readable)
+    ready_out.write(frame("ready"))
+    ready_out.flush()
     try:
         await sender.run(stopping)
     finally:
@@ -138,7 +154,9 @@ def main(argv: list[str]) -> None:
     import structlog
 
     structlog.contextvars.bind_contextvars(runner="outbox")
-    asyncio.run(_serve(cfg, int(argv[1])))
+    ready_out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # stdout is the daemon's pipe
+    asyncio.run(_serve(cfg, int(argv[1]), ready_out))
 
 
 if __name__ == "__main__":

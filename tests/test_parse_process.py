@@ -111,7 +111,8 @@ async def test_daemon_ingests_everything_when_its_parse_process_dies(imap, smtp,
         )
     cfg = make_config(state_dir, imap=imap, smtp_port=port)
     async with running(cfg) as daemon:
-        assert daemon.parser is not None and daemon.parser.proc is not None
+        # mail is read once the daemon's processes are up and warm
+        assert daemon.parser.ready.is_set() and daemon.sender.ready.is_set()
         os.kill(daemon.parser.proc.pid, signal.SIGKILL)
         await wait_until(lambda: imap.count("maild/processed") == n, timeout=30)
         acks = await asyncio.to_thread(sink.wait_for, 2 * n, 30)
