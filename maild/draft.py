@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -34,13 +35,20 @@ def _encode(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return sorted(value)
     if isinstance(value, DeclarativeBase):
-        mapper = sa_inspect(value).mapper
-        return {a.key: getattr(value, a.key) for a in mapper.column_attrs}
+        # loaded columns straight from the instance's dict (no attribute machinery); one
+        # not loaded yet is read the ORM's way
+        loaded = value.__dict__
+        return {k: loaded[k] if k in loaded else getattr(value, k) for k in _columns(type(value))}
     if isinstance(value, BaseModel):
         return value.model_dump()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     raise TypeError(f"a mail draft cannot hold {type(value).__name__}")
+
+
+@cache
+def _columns(cls: type) -> tuple[str, ...]:
+    return tuple(a.key for a in sa_inspect(cls).column_attrs)
 
 
 def _revive(obj: dict[str, Any]) -> Any:

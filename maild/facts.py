@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 _MISSING = object()
 
 
-def _memo(msg: ParsedMessage, key: str, compute):
+def _memo(msg: ParsedMessage, key: str, compute, needs_tree: bool = True):
     value = msg.memo.get(key, _MISSING)
     if value is _MISSING:
-        if msg.email is None:
+        if needs_tree and msg.email is None:
             raise RuntimeError(f"fact {key!r} was not read before the message was lightened")
         value = msg.memo[key] = compute()
     return value
@@ -53,8 +53,30 @@ def backup_report(msg: ParsedMessage, cfg: Config) -> tuple[BackupReport, set[st
     return _memo(msg, "backup", lambda: read_report(cfg, msg))
 
 
+def requested_priority(msg: ParsedMessage, cfg: Config) -> str | None:
+    """The priority the sender asked for (keywords, the client's headers), or None."""
+    return _memo(msg, "priority", lambda: _requested_priority(msg, cfg), needs_tree=False)
+
+
+def _requested_priority(msg: ParsedMessage, cfg: Config) -> str | None:
+    from maild.sla.priority import Priority
+    from maild.sla.priority import requested_priority as find
+
+    sla = cfg.sla
+    headers = {h: msg.header(h) for h in ("Importance", "X-Priority", "Priority")}
+    found = find(
+        msg.subject,
+        msg.text,
+        {k: v for k, v in headers.items() if v},
+        use_headers=sla.use_priority_headers,
+        keyword_rules=[(k, Priority.parse(v)) for k, v in sla.keyword_rules.items()],
+    )
+    return found.name if found is not None else None
+
+
 def read_all(msg: ParsedMessage, cfg: Config) -> None:
     """Every fact, now (before the message is lightened)."""
     bounce(msg)
     pec_info(msg)
     backup_report(msg, cfg)
+    requested_priority(msg, cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from maild import quoting, subject
+from maild import facts, quoting, subject
 from maild.classify import Decision, Route
 from maild.ingest import Context, ack_allowed
 from maild.message import ParsedMessage
@@ -13,7 +13,7 @@ from maild.models import CHIUSO, Ticket
 from maild.notify import Outgoing
 from maild.operators import lifecycle
 from maild.sla.deadline import take_charge_due
-from maild.sla.priority import Priority, requested_priority, strip_priority_tag
+from maild.sla.priority import strip_priority_tag
 from maild.tickets import create_ticket, record_event
 
 Handler = Callable[[Context, ParsedMessage, Decision], tuple[str, Ticket | None]]
@@ -21,24 +21,6 @@ Handler = Callable[[Context, ParsedMessage, Decision], tuple[str, Ticket | None]
 
 def take_charge_hours(ctx: Context, priority: str) -> float:
     return ctx.cfg.sla.take_charge_hours[priority]
-
-
-def _requested_priority(ctx: Context, msg: ParsedMessage) -> str | None:
-    sla = ctx.cfg.sla
-    rules = [(k, Priority.parse(v)) for k, v in sla.keyword_rules.items()]
-    headers = {
-        "Importance": msg.header("Importance"),
-        "X-Priority": msg.header("X-Priority"),
-        "Priority": msg.header("Priority"),
-    }
-    found = requested_priority(
-        msg.subject,
-        msg.text,
-        {k: v for k, v in headers.items() if v},
-        use_headers=sla.use_priority_headers,
-        keyword_rules=rules,
-    )
-    return found.name if found is not None else None
 
 
 def _sender_label(msg: ParsedMessage) -> str:
@@ -66,7 +48,7 @@ def handle_new(ctx: Context, msg: ParsedMessage, decision: Decision) -> tuple[st
             )
         return "rejected_unknown_sender", None
 
-    priority = _requested_priority(ctx, msg) or cfg.service.default_priority
+    priority = facts.requested_priority(msg, cfg) or cfg.service.default_priority
     local_year = ctx.now.astimezone(cfg.service.tz).year
     ticket = create_ticket(
         ctx.session,

@@ -173,12 +173,15 @@ def requested_priority(
     keyword_rules: Sequence[tuple[str, Priority]] = (),
 ) -> Priority | None:
     """The priority the requester asked for (see the module docstring for precedence)."""
-    explicit = _from_subject(subject) or _from_body(text)
+    haystack = f"{subject}\n{text}"
+    low = lowered(haystack)
+    # pre-tests: a tag needs its bracket, a "Priorità:" line the letters "prio"
+    explicit = (_from_subject(subject) if "[" in subject else None) or (
+        _from_body(text) if "prio" in low else None
+    )
     if explicit is None and use_headers and headers is not None:
         explicit = _from_headers(headers)
     found = [explicit] if explicit is not None else []
-    haystack = f"{subject}\n{text}"
-    low = lowered(haystack) if keyword_rules else ""
     for keyword, priority in keyword_rules:
         if _may_contain(low, keyword) and _keyword_pattern(keyword).search(haystack):
             found.append(priority)
