@@ -102,6 +102,14 @@ class Dovecot:
                 time.sleep(0.05)
         raise RuntimeError("Dovecot did not answer")
 
+    def cpu(self) -> float:
+        """CPU seconds used so far by this Dovecot's processes (the master's tree)."""
+        try:
+            master = int((self.dir / "run" / "master.pid").read_text())
+        except (OSError, ValueError):
+            return 0.0
+        return sum(_cpu_of(pid) for pid in _tree(master))
+
     def down(self) -> None:
         subprocess.run(
             ["bash", str(BENCH / "dovecot-down.sh"), str(self.dir)],
@@ -414,6 +422,14 @@ class MaildProcess:
             self.spy.wait(60)
 
 
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _tree(pid: int) -> list[int]:
     """`pid` and its descendants."""
     out, todo = [], [pid]
@@ -431,7 +447,13 @@ def _tree(pid: int) -> list[int]:
 
 
 def wait_ingested(
-    probe: DbProbe, sink: Sink, n: int, proc: MaildProcess, timeout: float, trail: list
+    probe: DbProbe,
+    sink: Sink,
+    n: int,
+    proc: MaildProcess,
+    timeout: float,
+    trail: list,
+    dove_cpu=lambda: 0.0,
 ):
     """Until every message is recorded and every mail, acknowledgements first, accepted.
     `trail` gets (acks accepted so far, maild's CPU by pid, this process's CPU) each poll."""
@@ -439,7 +461,7 @@ def wait_ingested(
     while time.monotonic() < deadline:
         with sink.lock:
             acked = sink.ack_count
-        trail.append((acked, proc.cpu(), time.process_time()))
+        trail.append((acked, proc.cpu(), time.process_time(), dove_cpu()))
         if proc.proc.poll() is not None:
             raise RuntimeError(f"maild exited with {proc.proc.returncode}; see {proc.log_path}")
         c = probe.counts()
@@ -554,18 +576,24 @@ def run(args: argparse.Namespace) -> int:
         proc = MaildProcess(config, base, args.profile, args.spy)
         stack.callback(proc.stop)
         proc.wait_log("imap_connected", 60)
-        cpu0, own0 = proc.cpu(), time.process_time()
+        cpu0, own0, dove0 = proc.cpu(), time.process_time(), dove.cpu()
         probe = DbProbe(db_url)
         trail: list = []
         (inbound, outbox, _, acks), last_ack, last = wait_ingested(
-            probe, sink, args.n, proc, args.timeout, trail
+            probe, sink, args.n, proc, args.timeout, trail, dove.cpu
         )
-        cpu1, own1 = proc.cpu(), time.process_time()
+        cpu1, own1, dove1 = proc.cpu(), time.process_time(), dove.cpu()
         # CPU until the last acknowledgement (the first poll that saw them all), and in all
-        cpu_ack, own_ack = next((c, o) for a, c, o in trail if a >= acks) if acks else (cpu1, own1)
-        for label, cpu, own in (("ack", cpu_ack, own_ack), ("all", cpu1, own1)):
+        cpu_ack, own_ack, dove_ack = (
+            next((c, o, d) for a, c, o, d in trail if a >= acks) if acks else (cpu1, own1, dove1)
+        )
+        for label, cpu, own, dv in (
+            ("ack", cpu_ack, own_ack, dove_ack),
+            ("all", cpu1, own1, dove1),
+        ):
             used = {pid: cpu[pid] - cpu0.get(pid, 0.0) for pid in cpu}
             results[f"{label}_sink_cpu_ms"] = (own - own0) / args.n * 1000
+            results[f"{label}_dovecot_cpu_ms"] = (dv - dove0) / args.n * 1000
             results[f"{label}_cpu_ms"] = sum(used.values()) / args.n * 1000
             results[f"{label}_cpu_ms_by_role"] = by_role = {}
             for pid, secs in used.items():
@@ -617,7 +645,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"    {what}: {results[f'{label}_cpu_ms']:.2f} ("
             + ", ".join(f"{k} {v:.2f}" for k, v in sorted(roles.items()))
-            + f"); the bench's SMTP sink and probe {results[f'{label}_sink_cpu_ms']:.2f}"
+            + f"); the bench's SMTP sink and probe {results[f'{label}_sink_cpu_ms']:.2f};"
+            f" Dovecot {results[f'{label}_dovecot_cpu_ms']:.2f}"
         )
     if "latency" in results:
         lat = results["latency"]

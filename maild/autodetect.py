@@ -82,11 +82,13 @@ class _Indexed:
     every header and lower-case each name on every call, and the rules here ask some thirty
     times; everything else is the message's own."""
 
-    def __init__(self, msg: email.message.Message) -> None:
+    def __init__(self, msg: email.message.Message, by_name: dict[str, list] | None = None) -> None:
         self._msg = msg
-        self._by_name: dict[str, list] = {}
-        for name, value in msg.items():
-            self._by_name.setdefault(name.lower(), []).append(value)
+        if by_name is None:
+            by_name = {}
+            for name, value in msg.items():
+                by_name.setdefault(name.lower(), []).append(value)
+        self._by_name = by_name
         self._sender: str | None = None
 
     def get(self, name: str, failobj=None):
@@ -109,12 +111,18 @@ class _Indexed:
         return self._sender
 
 
-def classify_auto(msg: email.message.Message, subject: str | None = None) -> AutoKind | None:
+def classify_auto(
+    msg: email.message.Message,
+    subject: str | None = None,
+    headers: dict[str, list] | None = None,
+) -> AutoKind | None:
     """Which kind of automatic mail this is, None for mail written by a person.
 
-    `subject` is the decoded subject (decoded from the message when None).
+    `subject` is the decoded subject (decoded from the message when None); `headers`, the
+    message's headers by lower-cased name when the caller has them already
+    (maild.message.ParsedMessage.headers).
     """
-    msg = _Indexed(msg)  # type: ignore[assignment]
+    msg = _Indexed(msg, headers)  # type: ignore[assignment]
     if subject is None:
         subject = _decoded(msg.get("Subject"))
     # PEC receipts answer our own PEC sendings (maild.pec reads them); a delivery error is a

@@ -31,7 +31,7 @@ def _memo(msg: ParsedMessage, key: str, compute, needs_tree: bool = True):
 
 def auto_kind(msg: ParsedMessage) -> autodetect.AutoKind | None:
     """Bounce, auto-reply, bulk, or None for mail written by a person."""
-    return _memo(msg, "auto", lambda: autodetect.classify_auto(msg.email, msg.subject))
+    return _memo(msg, "auto", lambda: autodetect.classify_auto(msg.email, msg.subject, msg.headers))
 
 
 def bounce(msg: ParsedMessage) -> autodetect.BounceInfo | None:
