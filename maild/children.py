@@ -16,6 +16,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,6 +49,67 @@ async def spawn(
     proc.stdin.write(frame(cfg))
     await proc.stdin.drain()
     return proc
+
+
+class Restarts:
+    """The pause before a child that exited is started again: doubling from 1 s to 60 s,
+    back to 1 s once a child has lived a minute."""
+
+    def __init__(self) -> None:
+        self.backoff = 1.0
+        self._started = 0.0
+
+    def started(self) -> None:
+        self._started = time.monotonic()
+
+    async def pause(
+        self, stopping: asyncio.Event, log: Any, event: str, proc: asyncio.subprocess.Process
+    ) -> float:
+        """Log that the child exited, wait before the next start (returns early when
+        stopping); returns the pause."""
+        if time.monotonic() - self._started > 60:
+            self.backoff = 1.0
+        pause = self.backoff
+        log.error(event, pid=proc.pid, code=proc.returncode, retry_in=pause)
+        try:
+            await asyncio.wait_for(stopping.wait(), pause)
+        except TimeoutError:
+            pass
+        self.backoff = min(self.backoff * 2, 60.0)
+        return pause
+
+
+async def said_ready(proc: asyncio.subprocess.Process, timeout: float = 60.0) -> bool:
+    """Whether the child wrote its "ready" frame on stdout within `timeout`."""
+    assert proc.stdout is not None
+    try:
+        await asyncio.wait_for(read_frame_async(proc.stdout), timeout)
+    except (TimeoutError, EOFError, asyncio.IncompleteReadError):
+        return False
+    return True
+
+
+async def exit_or_stop(proc: asyncio.subprocess.Process, stopping: asyncio.Event) -> asyncio.Future:
+    """Wait until the child exits or the daemon stops; returns the child's exit future."""
+    exited = asyncio.ensure_future(proc.wait())
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    return exited
+
+
+async def terminate(proc: asyncio.subprocess.Process, exited: asyncio.Future, grace: float) -> bool:
+    """SIGTERM (the child finishes what it has in hand), SIGKILL after `grace` seconds.
+    Returns whether it had to be killed."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(exited), grace)
+    except TimeoutError:
+        proc.kill()
+        await exited
+        return True
+    return False
 
 
 def frame(obj: Any) -> bytes:

@@ -15,9 +15,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 
-from maild.children import child_start, frame, read_frame, read_frame_async, spawn
+from maild.children import (
+    Restarts,
+    child_start,
+    exit_or_stop,
+    frame,
+    read_frame,
+    read_frame_async,
+    said_ready,
+    spawn,
+    terminate,
+)
 from maild.config import Config
 from maild.inbound import InboundItem, TemporaryFailure
 from maild.log import get_logger
@@ -73,41 +82,24 @@ class ParseProcess:
         return await read_frame_async(proc.stdout)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        backoff = 1.0
+        restarts = Restarts()
         while not stopping.is_set():
-            started = time.monotonic()
+            restarts.started()
             self.proc = proc = await spawn("maild.parse_process", self.cfg, pipe_stdout=True)
             assert proc.stdout is not None
-            try:
-                await asyncio.wait_for(read_frame_async(proc.stdout), 60)  # "ready"
+            if await said_ready(proc):
                 self.ready.set()
                 log.info("parse_process_started", pid=proc.pid)
-            except (TimeoutError, EOFError, asyncio.IncompleteReadError):
+            else:
                 log.error("parse_process_did_not_start", pid=proc.pid)
-            waiting = asyncio.ensure_future(proc.wait())
-            stop = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
+            exited = await exit_or_stop(proc, stopping)
             self.ready.clear()
-            if not waiting.done():  # stopping: it finishes the run in hand
+            if not exited.done():  # stopping: it finishes the run in hand
                 async with self._turn:
-                    if proc.returncode is None:
-                        proc.send_signal(signal.SIGTERM)
-                    try:
-                        await asyncio.wait_for(asyncio.shield(waiting), STOP_WAIT)
-                    except TimeoutError:
-                        proc.kill()
-                        await waiting
+                    await terminate(proc, exited, STOP_WAIT)
             if stopping.is_set():
                 return
-            if time.monotonic() - started > 60:
-                backoff = 1.0
-            log.error("parse_process_exited", pid=proc.pid, code=proc.returncode, retry_in=backoff)
-            try:
-                await asyncio.wait_for(stopping.wait(), backoff)
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, 60.0)
+            await restarts.pause(stopping, log, "parse_process_exited", proc)
 
 
 # -- the process itself ---------------------------------------------------------------------

@@ -18,9 +18,16 @@ import asyncio
 import os
 import signal
 import sys
-import time
 
-from maild.children import child_start, frame, read_frame_async, spawn
+from maild.children import (
+    Restarts,
+    child_start,
+    exit_or_stop,
+    frame,
+    said_ready,
+    spawn,
+    terminate,
+)
 from maild.config import Config
 from maild.log import get_logger
 
@@ -70,43 +77,26 @@ class SenderProcess:
             os.close(fd)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        backoff = 1.0
+        restarts = Restarts()
         while not stopping.is_set():
-            started = time.monotonic()
+            restarts.started()
             self.proc = proc = await self._start()
             self.started.set()
             log.info("sender_process_started", pid=proc.pid)
-            assert proc.stdout is not None
-            try:
-                await asyncio.wait_for(read_frame_async(proc.stdout), 60)  # "ready"
+            if await said_ready(proc):
                 self.ready.set()
-            except (TimeoutError, EOFError, asyncio.IncompleteReadError):
+            else:
                 log.error("sender_process_not_ready", pid=proc.pid)  # it may yet send
-            waiting = asyncio.ensure_future(proc.wait())
-            stop = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if not waiting.done():  # we are stopping: the sender finishes the mail in hand
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiting), STOP_WAIT)
-                except TimeoutError:
+            exited = await exit_or_stop(proc, stopping)
+            if not exited.done():  # we are stopping: the sender finishes the mail in hand
+                if await terminate(proc, exited, STOP_WAIT):
                     log.warning("sender_process_killed", pid=proc.pid)
-                    proc.kill()
-                    await waiting
             self.started.clear()
             self.ready.clear()
             self._close_pipe()
             if stopping.is_set():
                 return
-            if time.monotonic() - started > 60:
-                backoff = 1.0
-            log.error("sender_process_exited", pid=proc.pid, code=proc.returncode, retry_in=backoff)
-            try:
-                await asyncio.wait_for(stopping.wait(), backoff)
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, 60.0)
+            await restarts.pause(stopping, log, "sender_process_exited", proc)
 
 
 # -- the process itself ---------------------------------------------------------------------

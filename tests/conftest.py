@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import Message
 from email.policy import default as default_policy
@@ -25,7 +26,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
+from maild.clock import ManualClock
 from maild.config import Config, config_from_dict
+from maild.db import Database
+from maild.ingest import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -336,6 +340,19 @@ def make_config(
         else:
             data[section] = values
     return config_from_dict(data, Path("<test>"))
+
+
+T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Rome
+
+
+@pytest.fixture
+def rt(state_dir: Path, db_url: str) -> Iterator[Runtime]:
+    """A runtime on a fresh database (each of DB_PARAMS), its clock stopped at T0."""
+    cfg = make_config(state_dir, db_url=db_url)
+    db = Database(cfg.database_url)
+    db.upgrade()
+    yield Runtime.create(cfg, db=db, clock=ManualClock(T0))
+    db.dispose()
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ the one the models describe."""
 
 from __future__ import annotations
 
-import threading
-from datetime import UTC, datetime
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -14,27 +11,12 @@ from sqlalchemy import func, select
 
 from maild import facts
 from maild.classify import default_rules
-from maild.clock import ManualClock
-from maild.db import Database
 from maild.ingest import InboundItem, Ingestor, Runtime
 from maild.message import ParsedMessage
 from maild.models import Article, Base, InboundMessage, OutboxMessage, Ticket
 from maild.prepare import prepare
 
-from .conftest import make_config
 from .mails import make_mail
-
-T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def rt(state_dir, db_url):
-    cfg = make_config(state_dir, db_url=db_url)
-    db = Database(cfg.database_url)
-    db.upgrade()
-    runtime = Runtime.create(cfg, db=db, clock=ManualClock(T0))
-    yield runtime
-    db.dispose()
 
 
 def items(*raws: bytes) -> list[InboundItem]:
@@ -79,31 +61,6 @@ def test_a_poison_message_costs_its_run_a_retry_not_its_neighbours(rt):
     assert numbers == ["2026-000001", "2026-000002"]  # no number lost to the failed run
     assert len(alerts) == 1
     assert count(rt, InboundMessage) == 3
-
-
-def test_runs_in_parallel_threads_give_gap_free_numbers(rt):
-    raws = [  # one sender each: acknowledgements are rate-limited per sender
-        make_mail(sender=f"utente{i}@comune.vaiano-cremasco.cr.it", subject=f"parallelo {i}")
-        for i in range(40)
-    ]
-    errors: list[BaseException] = []
-
-    def work(part: list[bytes]) -> None:
-        try:
-            Ingestor(rt).ingest_batch([InboundItem(r, "supporto") for r in part])
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(raws[i::4],)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    with rt.db.session() as s:
-        assert sorted(s.scalars(select(Ticket.seq))) == list(range(1, 41))
-    assert count(rt, InboundMessage) == 40
-    assert count(rt, OutboxMessage) == 80  # an acknowledgement and a copy each
 
 
 def test_a_run_given_again_is_recognised_not_stored_twice(rt):

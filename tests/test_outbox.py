@@ -6,7 +6,7 @@ is given (the SMTP path itself is covered end to end against aiosmtpd)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
 
@@ -14,16 +14,12 @@ import pytest
 from sqlalchemy import select, update
 
 from maild import draft as drafts
-from maild.clock import ManualClock
-from maild.db import Database
 from maild.ingest import InboundItem, Ingestor, Runtime
 from maild.models import OutboxMessage, Ticket
 from maild.outbox import OutboxSender
 
-from .conftest import make_config
+from .conftest import T0
 from .mails import make_mail
-
-T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 
 
 class Kept:
@@ -58,16 +54,6 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.t
-
-
-@pytest.fixture
-def rt(state_dir, db_url):
-    cfg = make_config(state_dir, db_url=db_url)
-    db = Database(cfg.database_url)
-    db.upgrade()
-    runtime = Runtime.create(cfg, db=db, clock=ManualClock(T0))
-    yield runtime
-    db.dispose()
 
 
 def new_ticket(rt: Runtime, n: int) -> None:
