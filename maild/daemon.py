@@ -19,7 +19,7 @@ from maild.config import Config, ConfigError, load_config
 from maild.db import Database
 from maild.ingest import InboundItem, Ingestor, IngestResult, Runtime
 from maild.log import get_logger
-from maild.outbox import OutboxSender, make_transport, release_leases
+from maild.outbox import OutboxSender, lease_owner, make_transport, release_leases
 from maild.parse_process import ParseProcess
 from maild.scheduler import Scheduler, default_jobs
 from maild.sender_process import SenderProcess
@@ -87,14 +87,16 @@ class Daemon:
             db = prepare_database(cfg)
         rt = Runtime.create(cfg, db=db, clock=self.clock)
         self.runtime = rt
-        if rt.db.engine.dialect.name == "sqlite":
-            release_leases(rt.db, self.clock)  # SQLite means a single instance: they are ours
+        # our previous run's leases are void: all of them on SQLite (a single instance),
+        # those naming us on PostgreSQL (other instances may share the outbox)
+        owner = lease_owner(cfg)
+        release_leases(rt.db, self.clock, None if rt.db.sqlite_path is not None else owner)
         if self.processes and cfg.service.sender_process:
             sender: OutboxSender | SenderProcess = SenderProcess(cfg)
             wake = sender.wake
         else:
             sender = OutboxSender(
-                rt.db, make_transport(cfg.smtp), self.clock, cfg.smtp, rt.notifier
+                rt.db, make_transport(cfg.smtp), self.clock, cfg.smtp, rt.notifier, owner=owner
             )
             wake = sender.wakeup.set
         self.sender = sender

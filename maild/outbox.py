@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 
 from maild import draft as drafts
 from maild.clock import Clock
-from maild.config import SmtpConfig
+from maild.config import Config, SmtpConfig
 from maild.db import Database
 from maild.journal import SentJournal, journal_path
 from maild.log import get_logger
@@ -39,7 +39,9 @@ _OUTBOX = OutboxMessage.__table__
 _MARK_SENT = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("row_id"))
-    .values(status="sent", sent_at=bindparam("now"), last_error=None, claimed_at=None)
+    .values(
+        status="sent", sent_at=bindparam("now"), last_error=None, claimed_at=None, claimed_by=None
+    )
 )
 
 
@@ -161,13 +163,24 @@ def make_transport(cfg: SmtpConfig) -> Transport:
     return SmtpPool(cfg, SMTP_CONNECTIONS)
 
 
-def release_leases(db: Database, clock: Clock) -> None:
-    """At start of a single-instance daemon: our previous run's leases are void."""
+def lease_owner(cfg: Config) -> str:
+    """The name under which this instance leases outbox rows: the same across its
+    restarts (host and state directory), different for another instance."""
+    return f"{socket.gethostname()}:{cfg.service.state_dir}"[:300]
+
+
+def release_leases(db: Database, clock: Clock, owner: str | None = None) -> None:
+    """At start: our previous run's leases are void (it was killed, or it stopped). With
+    `owner`, only the leases that name it (PostgreSQL, where other instances may hold
+    some); without, all (SQLite means a single instance)."""
+    held = (_OUTBOX.c.status == "pending", _OUTBOX.c.claimed_at.is_not(None))
+    if owner is not None:
+        held += (_OUTBOX.c.claimed_by == owner,)
     with db.engine.begin() as c:
         c.execute(
             update(_OUTBOX)
-            .where(_OUTBOX.c.status == "pending", _OUTBOX.c.claimed_at.is_not(None))
-            .values(next_attempt_at=clock.now(), claimed_at=None)
+            .where(*held)
+            .values(next_attempt_at=clock.now(), claimed_at=None, claimed_by=None)
         )
 
 
@@ -225,6 +238,7 @@ class OutboxSender:
         hold: float = 0.5,
         max_hold: timedelta = timedelta(seconds=30),
         monotonic: Callable[[], float] = time.monotonic,
+        owner: str | None = None,
     ) -> None:
         self.db = db
         self.transport = transport
@@ -240,6 +254,7 @@ class OutboxSender:
         self.hold = hold
         self.max_hold = max_hold
         self.monotonic = monotonic
+        self.owner = owner  # named on the leases it takes (lease_owner)
         self._urgent_at: float | None = None  # when urgent mail was last claimed
         self.wakeup = asyncio.Event()
         self.sent = 0
@@ -297,7 +312,9 @@ class OutboxSender:
                     c.execute(
                         update(_OUTBOX)
                         .where(_OUTBOX.c.id.in_([r.id for r in rows]))
-                        .values(next_attempt_at=now + self.lease, claimed_at=now)
+                        .values(
+                            next_attempt_at=now + self.lease, claimed_at=now, claimed_by=self.owner
+                        )
                     )
         if rows and rows[0].priority <= URGENT:
             self._urgent_at = self.monotonic()
@@ -330,6 +347,7 @@ class OutboxSender:
                     last_error=error[:2000],
                     next_attempt_at=self.clock.now() + self.backoff(attempts),
                     claimed_at=None,
+                    claimed_by=None,
                 )
             )
 
@@ -414,7 +432,7 @@ class OutboxSender:
             c.execute(
                 update(_OUTBOX)
                 .where(_OUTBOX.c.id.in_(ids))
-                .values(next_attempt_at=self.clock.now(), claimed_at=None)
+                .values(next_attempt_at=self.clock.now(), claimed_at=None, claimed_by=None)
             )
 
     def next_due(self, exclude: frozenset[int] = frozenset()) -> datetime | None:

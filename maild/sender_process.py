@@ -106,12 +106,14 @@ async def _serve(cfg: Config, wake_fd: int, ready_out) -> None:
     from maild.clock import SystemClock
     from maild.db import Database
     from maild.notify import Notifier
-    from maild.outbox import OutboxSender, make_transport
+    from maild.outbox import OutboxSender, lease_owner, make_transport
 
     db = Database(cfg.database_url)
     notifier = Notifier(cfg)
     notifier.warm()
-    sender = OutboxSender(db, make_transport(cfg.smtp), SystemClock(), cfg.smtp, notifier)
+    transport = make_transport(cfg.smtp)
+    owner = lease_owner(cfg)
+    sender = OutboxSender(db, transport, SystemClock(), cfg.smtp, notifier, owner=owner)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
