@@ -14,13 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from maild import systemd
+from maild.blobs import BlobStore
 from maild.clock import Clock, SystemClock
 from maild.config import Config, ConfigError, load_config
 from maild.db import Database
+from maild.inbound import dedupe_key
 from maild.ingest import InboundItem, Ingestor, IngestResult, Runtime
 from maild.log import get_logger
 from maild.outbox import OutboxSender, lease_owner, make_transport, release_leases
-from maild.parse_process import ParseProcess
+from maild.parse_process import ParseProcess, ParseTimeout
+from maild.prepare import FAILED, Prepared, prepare
 from maild.scheduler import Scheduler, default_jobs
 from maild.sender_process import SenderProcess
 from maild.sources.imap import ImapSource
@@ -34,6 +37,38 @@ def prepare_database(cfg: Config) -> Database:
     db = Database(cfg.database_url)
     db.upgrade()  # no-op when at head; creates the schema of an empty database
     return db
+
+
+async def parse_stage(parser: ParseProcess, items: list[InboundItem]) -> list[Prepared] | None:
+    """The run parsed in the parse process, or None to parse it here. When the process
+    hangs on a run, its messages go through it again one by one: the one that hangs it
+    alone is failed (quarantined with an alert), not parsed in the daemon, where it would
+    hang ingestion itself."""
+    try:
+        return await parser.prepare(items)
+    except ParseTimeout:
+        if len(items) == 1:
+            return [_hung(items[0], "parsing did not finish in time")]
+    out: list[Prepared] = []
+    for item in items:
+        try:
+            await asyncio.wait_for(parser.ready.wait(), 60)  # restarted after the kill
+            one = await parser.prepare([item])
+        except (TimeoutError, ParseTimeout):  # TimeoutError: no parse process to try it in
+            log.error("message_hangs_the_parser", mailbox=item.mailbox, uid=item.uid)
+            one = [_hung(item, "parsing did not finish in time")]
+        if one is None:  # the process is gone again: this message is parsed here
+            one = await asyncio.to_thread(prepare_here, item, parser.cfg)
+        out += one
+    return out
+
+
+def _hung(item: InboundItem, why: str) -> Prepared:
+    return Prepared(dedupe_key(item.raw), special=FAILED, error=why)
+
+
+def prepare_here(item: InboundItem, cfg: Config) -> list[Prepared]:
+    return [prepare(item, cfg, BlobStore(cfg.service.state_dir / "blobs"))]
 
 
 def log_tasks() -> None:
@@ -108,8 +143,12 @@ class Daemon:
         async def ingest(
             items: list[InboundItem], stop: Callable[[], bool] | None
         ) -> list[IngestResult]:
-            prepared = await parser.prepare(items) if parser is not None else None
+            prepared = await parse_stage(parser, items) if parser is not None else None
             async with turn:
+                if stop is not None and stop():
+                    # stopping, or a run before this one failed or stopped short: its
+                    # messages wait in the inbox, so this run must not overtake them
+                    return []
                 if prepared is None:  # parsed here
                     results = await asyncio.to_thread(ingestor.ingest_batch, items, stop)
                 else:

@@ -262,6 +262,7 @@ class OutboxSender:
         self.journal = SentJournal(journal_path(path)) if path is not None else None
         # noted in the journal, still "pending" in the outbox table: never claimed again
         self.unfolded: set[int] = set(self.journal.notes()) if self.journal else set()
+        self._unmarked: dict[int, datetime] = {}  # accepted, but the mark failed
         self._folding: asyncio.Task | None = None
         self._folded_at = time.monotonic()
 
@@ -322,11 +323,16 @@ class OutboxSender:
 
     async def _mark_sent(self, mail: Mail) -> None:
         now = self.clock.now()
-        if self.journal is not None:
-            self.journal.record(mail.id, now)  # a small commit of its own: no waiting
-            self.unfolded.add(mail.id)
-            return
-        await asyncio.to_thread(self._mark_sent_in_table, [{"row_id": mail.id, "now": now}])
+        self.unfolded.add(mail.id)  # accepted: never claimed again by this sender
+        try:
+            if self.journal is not None:
+                self.journal.record(mail.id, now)  # a small commit of its own: no waiting
+                return
+            await asyncio.to_thread(self._mark_sent_in_table, [{"row_id": mail.id, "now": now}])
+            self.unfolded.discard(mail.id)
+        except Exception as e:  # accepted, not recorded: kept here, written by the next fold
+            log.error("outbox_mark_failed", outbox_id=mail.id, error=f"{type(e).__name__}: {e}")
+            self._unmarked[mail.id] = now
 
     def _mark_sent_in_table(self, marks: list[dict]) -> None:
         # Core on a bare connection: this runs once per mail, the ORM session costs more
@@ -340,7 +346,8 @@ class OutboxSender:
         with self.db.engine.begin() as c:
             c.execute(
                 update(_OUTBOX)
-                .where(_OUTBOX.c.id == mail.id)
+                # pending: another instance may have sent it once our lease ran out
+                .where(_OUTBOX.c.id == mail.id, _OUTBOX.c.status == "pending")
                 .values(
                     status="dead" if dead else "pending",
                     attempts=attempts,
@@ -397,6 +404,7 @@ class OutboxSender:
         queue = list(reversed(rows))
         failures: list[Exception] = []
         before = self.sent
+        renewed = [self.clock.now()]
         # acknowledgements go one at a time, sent and marked: a kill then repeats at most
         # one of them (the contract: at most one extra acknowledgement per crash)
         one_at_a_time = asyncio.Lock()
@@ -416,6 +424,15 @@ class OutboxSender:
                     failure = await self._send_one(row, data)
                 if failure is not None:  # the server is unhappy: stop taking new ones
                     failures.append(failure)
+                elif (
+                    self.journal is None
+                    and queue
+                    and self.clock.now() - renewed[0] > self.lease / 2
+                ):
+                    # a slow relay: keep the rest of the batch ours before the lease runs
+                    # out, or another instance would send them too
+                    renewed[0] = self.clock.now()
+                    await asyncio.to_thread(self._renew, [r.id for r in queue])
 
         width = max(1, min(getattr(self.transport, "parallel", 1), len(rows)))
         outcomes = await asyncio.gather(*(worker() for _ in range(width)), return_exceptions=True)
@@ -424,6 +441,19 @@ class OutboxSender:
             await asyncio.to_thread(self._release, [r.id for r in queue])
             raise crashed or failures[0]
         return self.sent - before
+
+    def _renew(self, ids: list[int]) -> None:
+        owner = _OUTBOX.c.claimed_by
+        with self.db.engine.begin() as c:
+            c.execute(
+                update(_OUTBOX)
+                .where(
+                    _OUTBOX.c.id.in_(ids),
+                    _OUTBOX.c.status == "pending",
+                    owner.is_(None) if self.owner is None else owner == self.owner,
+                )
+                .values(next_attempt_at=self.clock.now() + self.lease)
+            )
 
     def _release(self, ids: list[int]) -> None:
         if not ids or self.journal is not None:  # no leases on SQLite
@@ -444,18 +474,21 @@ class OutboxSender:
 
     # -- the journal, folded into the outbox table ------------------------------------------
 
-    def fold(self) -> list[int]:
-        """The journal's notes into the outbox table (waits for the write lock); returns
-        the rows folded. Runs off the event loop."""
-        assert self.journal is not None
-        notes = self.journal.notes()
+    def fold(self, unmarked: dict[int, datetime] | None = None) -> list[int]:
+        """The journal's notes, and `unmarked` (accepted mail whose mark failed), into the
+        outbox table (waits for the write lock); returns the rows folded. Runs off the
+        event loop."""
+        notes = dict(unmarked or {})
+        if self.journal is not None:
+            notes.update(self.journal.notes())
         if notes:
             self._mark_sent_in_table([{"row_id": i, "now": at} for i, at in notes.items()])
-            self.journal.forget(list(notes))
+            if self.journal is not None:
+                self.journal.forget(list(notes))
         return list(notes)
 
     def _maybe_fold(self, idle: bool) -> None:
-        if self.journal is None or not self.unfolded:
+        if not self.unfolded:
             return
         if self._folding is not None and not self._folding.done():
             return
@@ -466,11 +499,13 @@ class OutboxSender:
 
     async def _fold_in_background(self) -> None:
         try:
-            folded = await asyncio.to_thread(self.fold)
+            folded = await asyncio.to_thread(self.fold, dict(self._unmarked))
         except Exception as e:  # the notes stay in the journal: folded next time
             log.warning("outbox_fold_failed", error=f"{type(e).__name__}: {e}")
             return
         self.unfolded.difference_update(folded)
+        for row_id in folded:
+            self._unmarked.pop(row_id, None)
 
     async def _final_fold(self) -> None:
         if self._folding is not None:

@@ -36,6 +36,11 @@ log = get_logger("maild.parse")
 STOP_WAIT = 5.0
 
 
+class ParseTimeout(Exception):
+    """The parse process did not answer in time (it has been killed): some message of the
+    run may hang the parser, so the run must not simply be parsed again in the daemon."""
+
+
 def answer_timeout(items: list[InboundItem]) -> float:
     """How long a run may take in the parse process before it is deemed stuck: generous
     (a 25 MB message parses in a few seconds), so only a process that hangs trips it."""
@@ -57,22 +62,35 @@ class ParseProcess:
             proc = self.proc
             if proc is None or not self.ready.is_set():
                 return None
+            timeout = self.timeout(items)
             try:
-                answer = await asyncio.wait_for(self._exchange(proc, items), self.timeout(items))
-            except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as e:
-                # parsed again here; the run loop starts a new process
-                error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                log.error("parse_process_lost", pid=proc.pid, error=error)
-                self.ready.clear()
-                if proc.returncode is None:
-                    proc.kill()
+                answer = await asyncio.wait_for(self._exchange(proc, items), timeout)
+            except TimeoutError:
+                log.error("parse_process_timeout", pid=proc.pid, messages=len(items), after=timeout)
+                self._lose(proc)
+                raise ParseTimeout(f"no answer in {timeout:.0f} s") from None
+            except (OSError, EOFError, asyncio.IncompleteReadError) as e:
+                # parsed again by the caller; the run loop starts a new process
+                log.error("parse_process_lost", pid=proc.pid, error=f"{type(e).__name__}: {e}")
+                self._lose(proc)
+                return None
+            except BaseException:  # cancelled mid-exchange: the pipe is out of step
+                self._lose(proc)
+                raise
+            if not isinstance(answer, TemporaryFailure | list) or (
+                isinstance(answer, list) and len(answer) != len(items)
+            ):  # never: but the pipe cannot be trusted after it
+                log.error("parse_process_wrong_answer", pid=proc.pid, got=type(answer).__name__)
+                self._lose(proc)
                 return None
         if isinstance(answer, TemporaryFailure):
             raise answer
-        if not isinstance(answer, list) or len(answer) != len(items):  # never: but say so
-            log.error("parse_process_wrong_answer", pid=proc.pid, got=type(answer).__name__)
-            return None
         return answer
+
+    def _lose(self, proc: asyncio.subprocess.Process) -> None:
+        self.ready.clear()
+        if proc.returncode is None:
+            proc.kill()
 
     @staticmethod
     async def _exchange(proc: asyncio.subprocess.Process, items: list[InboundItem]) -> object:

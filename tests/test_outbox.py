@@ -147,6 +147,44 @@ async def test_a_restarted_instance_frees_its_own_leases_not_another_instances(r
     assert sorted(kept.kinds()) == ["ack", "ack", "operator_copy", "operator_copy"]
 
 
+async def test_accepted_mail_whose_mark_fails_is_not_sent_again(rt, monkeypatch):
+    new_ticket(rt, 1)
+    kept = Kept()
+    sender = sender_for(rt, kept, hold=0)
+    target = sender.journal if sender.journal is not None else sender
+    name = "record" if sender.journal is not None else "_mark_sent_in_table"
+    real = getattr(target, name)
+    monkeypatch.setattr(target, name, lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    assert await sender.send_due() == 1  # accepted by the server; the mark failed
+    monkeypatch.setattr(target, name, real)
+    while await sender.send_due():  # the copy; never the acknowledgement again
+        pass
+    assert sorted(kept.kinds()) == ["ack", "operator_copy"]
+    await sender._fold_in_background()  # the failed mark is written with the next fold
+    assert statuses(rt) == {"ack": ["sent"], "operator_copy": ["sent"]}
+    assert sender.unfolded == set()
+
+
+async def test_a_slow_relay_keeps_its_batch_leased(rt):
+    for n in (1, 2, 3):
+        new_ticket(rt, n)
+    other_claims: list[str] = []
+    other = sender_for(rt, Kept(), hold=0, owner="host-b:/var/lib/maild")
+
+    class Slow(Kept):
+        async def send(self, envelope_from, recipients, data):
+            rt.clock.advance(seconds=90)  # each mail takes 90 s of the 2-minute lease
+            if other.journal is None:  # PostgreSQL: another instance looks for work
+                other_claims.extend(m.kind for m in other.claim())
+            await super().send(envelope_from, recipients, data)
+
+    slow = Slow()
+    sender = sender_for(rt, slow, hold=0, owner="host-a:/var/lib/maild")
+    assert await sender.send_due() == 3
+    assert slow.kinds() == ["ack"] * 3
+    assert "ack" not in other_claims  # renewed before it ran out: never sent twice
+
+
 async def test_postgres_and_sqlite_both_end_with_rows_marked_sent(rt):
     new_ticket(rt, 1)
     sender = sender_for(rt, Kept(), hold=0)

@@ -8,9 +8,11 @@ import os
 import signal
 import time
 
+import pytest
+
 from maild.blobs import BlobStore
 from maild.inbound import InboundItem
-from maild.parse_process import ParseProcess
+from maild.parse_process import ParseProcess, ParseTimeout
 from maild.prepare import NOT_A_MESSAGE, prepare
 
 from .conftest import make_config, sample
@@ -90,7 +92,8 @@ async def test_hung_parse_process_is_given_up_not_waited_for(state_dir):
         hung = parser.proc.pid
         os.kill(hung, signal.SIGSTOP)
         t0 = time.monotonic()
-        assert await parser.prepare(_items()) is None
+        with pytest.raises(ParseTimeout):
+            await parser.prepare(_items())
         assert time.monotonic() - t0 < 5
         await asyncio.wait_for(parser.ready.wait(), 30)
         assert parser.proc.pid != hung
@@ -124,3 +127,64 @@ async def test_daemon_ingests_everything_when_its_parse_process_dies(imap, smtp,
         assert s.scalar(select(func.count()).select_from(Ticket)) == n
     replied = [m["In-Reply-To"] for m in acks if m["To"].endswith("vaiano-cremasco.cr.it")]
     assert sorted(replied) == sorted(f"<pp-kill-{i}@comune.example>" for i in range(n))
+
+
+async def test_a_message_that_hangs_the_parser_is_failed_alone(state_dir, monkeypatch):
+    """The run is tried again message by message; the one that hangs the parse process is
+    failed (the daemon quarantines it), the others are parsed, none in the daemon."""
+    from maild import daemon
+
+    items = _items()
+    hang = items[1].raw
+    parser = ParseProcess(make_config(state_dir), timeout=lambda run: 1.0)
+    stopping = asyncio.Event()
+    task = await _started(parser, stopping)
+    real_exchange = parser._exchange
+
+    async def exchange(proc, run):  # the process "hangs" on one message: it is stopped
+        if any(i.raw == hang for i in run):
+            os.kill(proc.pid, signal.SIGSTOP)
+        return await real_exchange(proc, run)
+
+    monkeypatch.setattr(parser, "_exchange", exchange)
+    monkeypatch.setattr(daemon, "prepare_here", None)  # never parsed in the daemon
+    try:
+        prepared = await daemon.parse_stage(parser, items)
+    finally:
+        await _stop(task, stopping)
+    assert [p.special for p in prepared] == [None, "failed", None, "not_a_message"]
+    assert "did not finish" in prepared[1].error
+    assert prepared[0].msg.subject == "Protocollo non parte"
+
+
+async def test_a_run_behind_a_failed_one_does_not_overtake_it():
+    """feed(): when a run fails, the run in flight behind it must not commit (its
+    messages would be committed before the failed run's, a reply before its original)."""
+    from maild.sources.runs import Ramp, feed
+
+    committed: list[int] = []
+    turn, behind = asyncio.Lock(), asyncio.Event()
+
+    async def ingest(items, stop):  # as the daemon's: the database stage under a FIFO lock
+        if items[0].uid != 1:
+            behind.set()
+        async with turn:
+            if items[0].uid == 1:
+                await behind.wait()  # the next run waits for its turn meanwhile
+                raise RuntimeError("database unavailable")
+            if stop is not None and stop():
+                return []
+            committed.extend(i.uid for i in items)
+            return [None] * len(items)
+
+    ingest.parallel = 2
+    settled: list[int] = []
+
+    async def settle(done, results):
+        settled.extend(done)
+
+    entries = [1, 2, 3]
+    make = lambda part: (list(part), [InboundItem(b"x", "supporto", 1, u) for u in part])  # noqa: E731
+    with pytest.raises(RuntimeError):
+        await feed(ingest, entries, make, settle, Ramp(limit=2), None)
+    assert committed == [] and settled == []

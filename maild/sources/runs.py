@@ -62,10 +62,21 @@ async def feed(
     handled = 0
     short = False
     failure: BaseException | None = None
+    broken = False  # a run failed or stopped short: the runs after it must not commit
+
+    def halted() -> bool:
+        return broken or (stop is not None and stop())
 
     async def one(part: Sequence[T]) -> tuple[int, bool]:
+        nonlocal broken
         taken, items = make_items(part)
-        results = await ingest(items, stop) if items else []
+        try:  # `broken` is set before the next run can take its turn at the database
+            results = await ingest(items, halted) if items else []
+        except BaseException:
+            broken = True
+            raise
+        if len(results) < len(items):
+            broken = True
         await settle(taken[: len(results)], results)
         return len(results), len(results) < len(items)
 
