@@ -1,4 +1,5 @@
-"""Crash test: SIGKILL the real daemon at random moments while it ingests from Dovecot.
+"""Crash test: SIGKILL the real daemon at random moments while it ingests from Dovecot,
+on SQLite and on PostgreSQL.
 
 At the end: exactly one ticket per new message, every follow-up on its ticket, exactly one
 acknowledgement per ticket (at most one extra per kill), every message in the processed
@@ -11,7 +12,6 @@ import collections
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +20,9 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from .conftest import IMAP_PASS, ROOT
 from .mails import make_mail
@@ -28,7 +31,7 @@ N_NEW, N_FOLLOW, KILLS = 160, 40, 5
 DOMAINS = ["comune.vaiano-cremasco.cr.it", "comune.bagnolo-cremasco.cr.it", "comune.crema.example"]
 
 
-def write_config(state_dir: Path, imap_port: int, smtp_port: int) -> Path:
+def write_config(state_dir: Path, imap_port: int, smtp_port: int, db_url: str) -> Path:
     (state_dir / "imap.secret").write_text(IMAP_PASS)
     path = state_dir / "maild.toml"
     path.write_text(
@@ -39,6 +42,9 @@ address = "supporto@consorzio.example"
 operators_address = "operatori@consorzio.example"
 state_dir = "{state_dir}"
 ack_rate_limit = 1000
+
+[database]
+url = "{db_url}"
 
 [logging]
 format = "json"
@@ -102,13 +108,13 @@ def build_mails(rng: random.Random) -> tuple[list[bytes], dict[str, str]]:
     return mails, follow_of
 
 
-def count_rows(db: Path, table: str) -> int:
-    if not db.exists():
-        return 0
+def count_rows(engine: Engine, table: str) -> int:
+    if engine.dialect.name == "sqlite" and not Path(engine.url.database).exists():
+        return 0  # not created yet (connecting would create an empty file)
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as c:
-            return c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    except sqlite3.Error:  # schema not created yet
+        with engine.connect() as c:
+            return c.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+    except SQLAlchemyError:  # schema not created yet
         return 0
 
 
@@ -138,7 +144,7 @@ def start(config: Path, log) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(imap, smtp, state_dir):
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(imap, smtp, state_dir, db_url):
     sink, smtp_port = smtp
     seed = int(os.environ.get("MAILD_CRASH_SEED", time.time_ns() % 10_000))
     rng = random.Random(seed)
@@ -148,8 +154,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(imap, smtp, stat
     for raw in mails:
         conn.append("INBOX", None, None, raw)
     conn.logout()
-    config = write_config(state_dir, imap.port, smtp_port)
-    db = state_dir / "maild.db"
+    config = write_config(state_dir, imap.port, smtp_port, db_url)
+    db = create_engine(db_url, poolclass=NullPool)
     total = len(mails)
     # kill points: mostly while ingesting (by progress), some at a random time after start
     thresholds = sorted(rng.sample(range(5, total - 5), KILLS))
@@ -187,10 +193,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(imap, smtp, stat
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if count_rows(db, "inbound_messages") >= total and imap.count("INBOX") == 0:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+            with db.connect() as c:
                 pending = c.execute(
-                    "SELECT count(*) FROM outbox WHERE status != 'sent'"
-                ).fetchone()[0]
+                    text("SELECT count(*) FROM outbox WHERE status != 'sent'")
+                ).scalar_one()
             if pending == 0:
                 break
         time.sleep(0.1)
@@ -203,14 +209,14 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(imap, smtp, stat
     assert time.monotonic() - t_stop < 10
     log.close()
 
-    with sqlite3.connect(db) as c:
-        tickets = dict(c.execute("SELECT origin_message_id, id FROM tickets").fetchall())
-        n_tickets = c.execute("SELECT count(*) FROM tickets").fetchone()[0]
-        inbound = dict(c.execute("SELECT message_id, ticket_id FROM inbound_messages").fetchall())
-        outcomes = collections.Counter(
-            r[0] for r in c.execute("SELECT outcome FROM inbound_messages")
-        )
-        numbers = sorted(r[0] for r in c.execute("SELECT seq FROM tickets"))
+    with db.connect() as c:
+        q = lambda sql: c.execute(text(sql)).all()  # noqa: E731
+        tickets = dict(q("SELECT origin_message_id, id FROM tickets"))
+        n_tickets = q("SELECT count(*) FROM tickets")[0][0]
+        inbound = dict(q("SELECT message_id, ticket_id FROM inbound_messages"))
+        outcomes = collections.Counter(r[0] for r in q("SELECT outcome FROM inbound_messages"))
+        numbers = sorted(r[0] for r in q("SELECT seq FROM tickets"))
+    db.dispose()
     # exactly one ticket per new message, numbered without gaps
     assert n_tickets == N_NEW == len(tickets)
     assert numbers == list(range(1, N_NEW + 1))
