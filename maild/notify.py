@@ -90,6 +90,8 @@ class Notifier:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # no stat() per render: a reload (SIGHUP) starts over with fresh templates
+            auto_reload=False,
         )
         env.filters["localtime"] = self._localtime
         return env
