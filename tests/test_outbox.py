@@ -154,7 +154,11 @@ async def test_accepted_mail_whose_mark_fails_is_not_sent_again(rt, monkeypatch)
     target = sender.journal if sender.journal is not None else sender
     name = "record" if sender.journal is not None else "_mark_sent_in_table"
     real = getattr(target, name)
-    monkeypatch.setattr(target, name, lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+
+    def broken(*args) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(target, name, broken)
     assert await sender.send_due() == 1  # accepted by the server; the mark failed
     monkeypatch.setattr(target, name, real)
     while await sender.send_due():  # the copy; never the acknowledgement again
