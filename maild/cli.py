@@ -63,7 +63,15 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from maild.notify import Notifier, templates_dir
+
     cfg = _config(args)
+    configure_logging("critical", "console")  # the broken templates are printed below
+    broken = Notifier(cfg).warm()
+    for name, error in broken.items():
+        print(f"{templates_dir(cfg) / name}: {error}", file=sys.stderr)
+    if broken:
+        return EX_CONFIG
     print(
         f"{cfg.source}: OK ({len(cfg.mailbox)} mailbox(es), {len(cfg.operator)} operator(s), "
         f"{len(cfg.ente)} ente(s))"

@@ -27,8 +27,11 @@ from maild import draft as drafts
 from maild.batch import OUTBOX, batch_of
 from maild.blobs import BlobStore
 from maild.config import Config
+from maild.log import get_logger
 from maild.models import OutboxMessage, Ticket
 from maild.wire import mail_bytes
+
+log = get_logger("maild.notify")
 
 
 def templates_dir(cfg: Config) -> Path:
@@ -96,14 +99,21 @@ class Notifier:
         env.filters["localtime"] = self._localtime
         return env
 
-    def warm(self) -> int:
+    def warm(self) -> dict[str, str]:
         """Compile every template of the configured language now, not at the first mail
-        (the sender does this while starting: a broken template shows at once)."""
+        (the sender does this while starting). Returns the broken ones with their errors,
+        each logged: a broken template fails only the mails that use it (they are kept,
+        dead, with the error), never the sender."""
         lang = self.cfg.service.language
-        names = self.env.list_templates(filter_func=lambda n: n.startswith(f"{lang}/"))
-        for name in names:
-            self.env.get_template(name)
-        return len(names)
+        broken: dict[str, str] = {}
+        for name in self.env.list_templates(filter_func=lambda n: n.startswith(f"{lang}/")):
+            try:
+                self.env.get_template(name)
+            except jinja2.TemplateError as e:
+                where = f" line {e.lineno}" if isinstance(e, jinja2.TemplateSyntaxError) else ""
+                broken[name] = f"{type(e).__name__}{where}: {e}"
+                log.error("template_broken", template=name, error=broken[name])
+        return broken
 
     def _localtime(self, value: datetime | None, fmt: str = "%d/%m/%Y %H:%M") -> str:
         return "" if value is None else value.astimezone(self.cfg.service.tz).strftime(fmt)

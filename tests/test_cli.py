@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -205,3 +206,22 @@ def test_admin_commands(tmp_path, command):
     cfg = config_file(tmp_path)
     res = run(["--config", str(cfg), *command])
     assert res.returncode == 0, res.stderr
+
+
+def _broken_templates(tmp_path: Path) -> Path:
+    """The shipped templates with the operators' copy broken (an admin's typo)."""
+    custom = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", custom)
+    (custom / "it" / "operator_copy.html.j2").write_text("{% if ticket %}never closed\n")
+    return custom
+
+
+def test_check_config_names_a_broken_template(tmp_path):
+    cfg = config_file(tmp_path)
+    custom = _broken_templates(tmp_path)
+    cfg.write_text(
+        cfg.read_text().replace("[service]\n", f'[service]\ntemplates_dir = "{custom}"\n', 1)
+    )
+    res = run(["--config", str(cfg), "check-config"])
+    assert res.returncode == 78
+    assert b"operator_copy.html.j2: TemplateSyntaxError line" in res.stderr

@@ -6,6 +6,7 @@ is given (the SMTP path itself is covered end to end against aiosmtpd)."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, date, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -14,11 +15,13 @@ import pytest
 from sqlalchemy import select, update
 
 from maild import draft as drafts
+from maild.clock import ManualClock
+from maild.db import Database
 from maild.ingest import InboundItem, Ingestor, Runtime
 from maild.models import OutboxMessage, Ticket
 from maild.outbox import OutboxSender, release_leases
 
-from .conftest import T0
+from .conftest import ROOT, T0, make_config
 from .mails import make_mail
 
 
@@ -234,6 +237,31 @@ async def test_temporary_failure_is_retried_after_backoff_and_never_lost(rt):
     rt.clock.set(retry_at.replace(tzinfo=UTC) + timedelta(seconds=1))
     assert await sender.send_due() == 1
     assert sorted(kept.kinds()) == ["ack", "operator_copy"]
+
+
+async def test_a_broken_template_fails_its_mails_not_the_sender(state_dir, db_url):
+    custom = state_dir / "templates"
+    shutil.copytree(ROOT / "templates", custom)
+    (custom / "it" / "operator_copy.html.j2").write_text("{% if ticket %}never closed\n")
+    cfg = make_config(state_dir, db_url=db_url, service={"templates_dir": str(custom)})
+    db = Database(cfg.database_url)
+    db.upgrade()
+    rt = Runtime.create(cfg, db=db, clock=ManualClock(T0))
+    try:
+        assert list(rt.notifier.warm()) == ["it/operator_copy.html.j2"]  # logged, not raised
+        new_ticket(rt, 1)
+        kept = Kept()
+        sender = sender_for(rt, kept, hold=0)
+        while await sender.send_due():
+            pass
+        assert kept.kinds() == ["ack"]
+        with rt.db.session() as s:
+            copy = s.scalars(
+                select(OutboxMessage).where(OutboxMessage.kind == "operator_copy")
+            ).one()
+        assert copy.status == "dead" and "TemplateSyntaxError" in copy.last_error
+    finally:
+        db.dispose()
 
 
 def test_draft_round_trip_keeps_what_templates_read(rt):
