@@ -349,14 +349,7 @@ class MaildProcess:
     def cpu(self) -> dict[int, float]:
         """CPU seconds (user + system, all threads) used so far by maild (first) and its
         child processes (parser, sender)."""
-        out = {}
-        for pid in _tree(self.proc.pid):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return out
+        return {pid: _cpu_of(pid) for pid in _tree(self.proc.pid)}
 
     @staticmethod
     def role(pid: int) -> str:

@@ -16,6 +16,8 @@ from email.parser import HeaderParser
 from email.utils import getaddresses
 from enum import StrEnum
 
+from maild.message import headers_by_name
+
 
 class AutoKind(StrEnum):
     BOUNCE = "bounce"  # non-delivery report (DSN, NDR, MAILER-DAEMON)
@@ -84,11 +86,7 @@ class _Indexed:
 
     def __init__(self, msg: email.message.Message, by_name: dict[str, list] | None = None) -> None:
         self._msg = msg
-        if by_name is None:
-            by_name = {}
-            for name, value in msg.items():
-                by_name.setdefault(name.lower(), []).append(value)
-        self._by_name = by_name
+        self._by_name = headers_by_name(msg) if by_name is None else by_name
         self._sender: str | None = None
 
     def get(self, name: str, failobj=None):

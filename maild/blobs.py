@@ -36,9 +36,9 @@ class BlobStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(target.parent)
         # written under a name no other writer uses (process, thread, counter), then
-        # renamed: a reader never sees half a file. The same content may be there already
-        # (another run, another process); replacing it changes nothing, and costs less
-        # than asking first. Plain os calls: a Python file object adds three system calls.
+        # linked in place: a reader never sees half a file, and a blob already there
+        # (another run, another process), which committed rows may point to, is never
+        # replaced. Plain os calls: a Python file object adds three system calls.
         tmp = f"{target.parent}/.tmp-{os.getpid()}-{threading.get_ident()}-{next(self._counter)}"
         try:
             fd = os.open(tmp, _CREATE, 0o644)
@@ -48,13 +48,18 @@ class BlobStore:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
-            os.replace(tmp, target)
-        except BaseException:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                pass  # the same content, by its name
+            except OSError:  # a file system without hard links
+                if not target.exists():
+                    os.replace(tmp, target)
+        finally:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-            raise
         if len(self._written) >= _REMEMBERED:
             self._written.clear()
         self._written.add(digest)

@@ -64,9 +64,9 @@ class Restarts:
 
     async def pause(
         self, stopping: asyncio.Event, log: Any, event: str, proc: asyncio.subprocess.Process
-    ) -> float:
+    ) -> None:
         """Log that the child exited, wait before the next start (returns early when
-        stopping); returns the pause."""
+        stopping)."""
         if time.monotonic() - self._started > 60:
             self.backoff = 1.0
         pause = self.backoff
@@ -76,7 +76,6 @@ class Restarts:
         except TimeoutError:
             pass
         self.backoff = min(self.backoff * 2, 60.0)
-        return pause
 
 
 async def said_ready(proc: asyncio.subprocess.Process, timeout: float = 60.0) -> bool:

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from maild import systemd
-from maild.blobs import BlobStore
 from maild.clock import Clock, SystemClock
 from maild.config import Config, ConfigError, load_config
 from maild.db import Database
@@ -23,7 +22,7 @@ from maild.ingest import InboundItem, Ingestor, IngestResult, Runtime
 from maild.log import get_logger
 from maild.outbox import OutboxSender, lease_owner, make_transport, release_leases
 from maild.parse_process import ParseProcess, ParseTimeout
-from maild.prepare import FAILED, Prepared, prepare
+from maild.prepare import FAILED, Prepared
 from maild.scheduler import Scheduler, default_jobs
 from maild.sender_process import SenderProcess
 from maild.sources.imap import ImapSource
@@ -39,36 +38,38 @@ def prepare_database(cfg: Config) -> Database:
     return db
 
 
-async def parse_stage(parser: ParseProcess, items: list[InboundItem]) -> list[Prepared] | None:
-    """The run parsed in the parse process, or None to parse it here. When the process
-    hangs on a run, its messages go through it again one by one: the one that hangs it
-    alone is failed (quarantined with an alert), not parsed in the daemon, where it would
-    hang ingestion itself."""
+async def parse_stage(
+    parser: ParseProcess,
+    items: list[InboundItem],
+    here: Callable[[list[InboundItem]], list[Prepared]],
+) -> list[Prepared] | None:
+    """The run parsed in the parse process, or None to parse it `here` (in the daemon).
+    When the process hangs on a run, its messages go through it again one by one: the one
+    that hangs it alone is failed (quarantined with an alert), not parsed in the daemon,
+    where it would hang ingestion itself."""
     try:
         return await parser.prepare(items)
     except ParseTimeout:
         if len(items) == 1:
-            return [_hung(items[0], "parsing did not finish in time")]
+            return [_hung(items[0])]
     out: list[Prepared] = []
-    for item in items:
+    for pos, item in enumerate(items):
         try:
             await asyncio.wait_for(parser.ready.wait(), 60)  # restarted after the kill
             one = await parser.prepare([item])
-        except (TimeoutError, ParseTimeout):  # TimeoutError: no parse process to try it in
+        except ParseTimeout:
             log.error("message_hangs_the_parser", mailbox=item.mailbox, uid=item.uid)
-            one = [_hung(item, "parsing did not finish in time")]
+            one = [_hung(item)]
+        except TimeoutError:  # no parse process came back: the rest is parsed here
+            return out + await asyncio.to_thread(here, items[pos:])
         if one is None:  # the process is gone again: this message is parsed here
-            one = await asyncio.to_thread(prepare_here, item, parser.cfg)
+            one = await asyncio.to_thread(here, [item])
         out += one
     return out
 
 
-def _hung(item: InboundItem, why: str) -> Prepared:
-    return Prepared(dedupe_key(item.raw), special=FAILED, error=why)
-
-
-def prepare_here(item: InboundItem, cfg: Config) -> list[Prepared]:
-    return [prepare(item, cfg, BlobStore(cfg.service.state_dir / "blobs"))]
+def _hung(item: InboundItem) -> Prepared:
+    return Prepared(dedupe_key(item.raw), special=FAILED, error="parsing did not finish in time")
 
 
 def log_tasks() -> None:
@@ -94,13 +95,12 @@ class Daemon:
         clock: Clock | None = None,
         config_path: Path | None = None,
         loader: Callable[[Path | None], Config] = load_config,
-        processes: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
         # the parse stage and the outbox sender in processes of their own (as configured),
         # except where a test drives time by hand: other processes cannot read that clock
-        self.processes = clock is None if processes is None else processes
+        self.processes = clock is None
         self.config_path = config_path or cfg.source
         self.loader = loader
         self.stopping = asyncio.Event()
@@ -138,13 +138,21 @@ class Daemon:
         self.parser = ParseProcess(cfg) if self.processes and cfg.service.parse_process else None
         parser = self.parser
         ingestor = Ingestor(rt)
-        turn = asyncio.Lock()  # runs go to the database one at a time, in the order they came
+        # runs go to the database one at a time, in the order they came: each waits for
+        # the one before it, whatever became of that one's parse
+        last: list[asyncio.Future | None] = [None]
 
         async def ingest(
             items: list[InboundItem], stop: Callable[[], bool] | None
         ) -> list[IngestResult]:
-            prepared = await parse_stage(parser, items) if parser is not None else None
-            async with turn:
+            before, mine = last[0], asyncio.get_running_loop().create_future()
+            last[0] = mine
+            try:
+                prepared = None
+                if parser is not None:
+                    prepared = await parse_stage(parser, items, ingestor.prepare)
+                if before is not None:
+                    await asyncio.shield(before)
                 if stop is not None and stop():
                     # stopping, or a run before this one failed or stopped short: its
                     # messages wait in the inbox, so this run must not overtake them
@@ -155,6 +163,11 @@ class Daemon:
                     results = await asyncio.to_thread(
                         ingestor.ingest_prepared, items, prepared, stop
                     )
+            finally:  # the next run's turn, once the one before this has had its own
+                if before is None or before.done():
+                    mine.set_result(None)
+                else:
+                    before.add_done_callback(lambda _: mine.set_result(None))
             wake()
             return results
 

@@ -177,7 +177,7 @@ class Ingestor:
         results: list[IngestResult] = []
         pos = 0
         while pos < len(jobs):
-            if stop is not None and stop() and (results or pos):
+            if stop is not None and stop() and results:  # the one in hand is finished
                 break
             if jobs[pos][1].special is not None:
                 results.append(self._single(jobs[pos]))
@@ -395,7 +395,7 @@ class Ingestor:
                         subject=f"maild: messaggio in quarantena ({subject or 'senza oggetto'})",
                         text=text,
                         auto_submitted="auto-generated",
-                        attachments=[("messaggio-originale.eml", "message/rfc822", item.raw)],
+                        attachments=[("messaggio-originale.eml", "message/rfc822", raw_sha)],
                     )
                 )
                 self._record(ctx, key, None, "quarantine", None, reason)

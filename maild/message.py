@@ -76,3 +76,12 @@ class ParsedMessage:
                 att.size, att.data = len(att.data), b""
         self.email = None
         return self
+
+
+def headers_by_name(msg: email.message.Message) -> dict[str, list]:
+    """The message's header values by lower-cased name, in order: one dict lookup where
+    Message.get scans every header and lower-cases each name on every call."""
+    out: dict[str, list] = {}
+    for name, value in msg.items():
+        out.setdefault(name.lower(), []).append(value)
+    return out

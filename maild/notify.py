@@ -13,9 +13,6 @@ import secrets
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import SMTP
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -122,9 +119,6 @@ class Notifier:
     def domain(self) -> str:
         return self.cfg.service.address.rpartition("@")[2]
 
-    def tag(self, ticket: Ticket) -> str:
-        return f"[{self.cfg.service.tag_word}#{ticket.number}]"
-
     def render(self, name: str, **context: Any) -> tuple[str, str, str]:
         lang = self.cfg.service.language
         ctx = {"service": self.cfg.service, **context}
@@ -186,17 +180,12 @@ class Notifier:
             attachments=[(n, t, self.blobs.get(sha)) for n, t, sha in draft["attachments"]],
         )
 
-    def wire(self, row: OutboxMessage) -> bytes:
-        """The bytes of an outbox row: as stored, else composed from its draft."""
+    def wire(self, row: OutboxMessage | Any) -> bytes:
+        """The bytes of an outbox row (or of maild.outbox.Mail): as stored, else composed
+        from its draft."""
         if row.data is not None:
             return row.data
         return self.compose(drafts.loads(row.draft), row.message_id)
-
-    def build(self, out: Outgoing, now: datetime) -> tuple[str, EmailMessage]:
-        """`out` as the sender would write it, parsed back (for inspection)."""
-        message_id = self.new_message_id(out.kind, out.ticket)
-        data = self.compose(drafts.loads(drafts.dumps(self.draft(out, now))), message_id)
-        return message_id, message_from_bytes(data, policy=SMTP)
 
     def enqueue(self, session: Session, out: Outgoing, now: datetime) -> str:
         """Queue `out` in the caller's transaction; returns its Message-ID."""

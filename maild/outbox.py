@@ -22,14 +22,13 @@ from typing import Protocol
 import aiosmtplib
 from sqlalchemy import bindparam, func, or_, select, update
 
-from maild import draft as drafts
 from maild.clock import Clock
 from maild.config import Config, SmtpConfig
 from maild.db import Database
 from maild.journal import SentJournal, journal_path
 from maild.log import get_logger
 from maild.models import OutboxMessage
-from maild.notify import URGENT, Notifier
+from maild.notify import URGENT, URGENT_KINDS, Notifier
 
 log = get_logger("maild.outbox")
 SMTP_CONNECTIONS = 4  # parallel connections to the relay while a backlog is delivered
@@ -46,7 +45,7 @@ _MARK_SENT = (
 
 
 # kinds sent strictly one at a time (see send_due)
-SERIAL_KINDS = frozenset({"ack"})
+SERIAL_KINDS = URGENT_KINDS  # requesters' replies: a kill repeats at most one of them
 
 
 class PermanentError(Exception):
@@ -359,11 +358,9 @@ class OutboxSender:
             )
 
     def compose(self, mail: Mail) -> bytes:
-        if mail.data is not None:
-            return mail.data
-        if self.notifier is None or mail.draft is None:
+        if mail.data is None and self.notifier is None:
             raise ValueError("a draft but nothing to compose it with")
-        return self.notifier.compose(drafts.loads(mail.draft), mail.message_id)
+        return mail.data if self.notifier is None else self.notifier.wire(mail)
 
     async def _send_one(self, mail: Mail, data: bytes | Exception) -> Exception | None:
         """Send one row and record the outcome; returns a temporary failure, if any."""

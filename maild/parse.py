@@ -30,7 +30,7 @@ from html import escape as html_escape
 from mailparser.dates import parse_mail_date
 
 from maild.html import html_to_text, sanitize_html
-from maild.message import Address, Attachment, ParsedMessage
+from maild.message import Address, Attachment, ParsedMessage, headers_by_name
 from maild.tnef import extract_tnef
 
 
@@ -861,12 +861,5 @@ def parse_message(raw: bytes) -> ParsedMessage:
         body_content_type=body_content_type,
         attachments=walk.attachments,
         email=msg,
-        headers=_by_name(msg),
+        headers=headers_by_name(msg),
     )
-
-
-def _by_name(msg: Message) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for name, value in msg.items():
-        out.setdefault(name.lower(), []).append(value)
-    return out

@@ -133,12 +133,12 @@ def _find_daticert(msg: email.message.Message) -> email.message.Message | None:
 
 def _may_name_daticert(part: email.message.Message) -> bool:
     """A quick test before decoding the part's file name (RFC 2231, 2047: costly, and
-    asked of every part of every message): its raw name headers say "daticert", or are
-    encoded so that they could."""
+    asked of every part of every message): its raw name headers say "daticert", or carry
+    an RFC 2231 parameter (split or encoded: "filename*0=", "filename*=") that could."""
     for name, value in part.raw_items():
         if name.lower() in ("content-disposition", "content-type"):
             low = str(value).lower()
-            if "daticert" in low or "=?" in low:
+            if "daticert" in low or "*" in low:
                 return True
     return False
 

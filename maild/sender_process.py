@@ -42,7 +42,6 @@ class SenderProcess:
         self.cfg = cfg
         self._wake: int | None = None
         self.proc: asyncio.subprocess.Process | None = None
-        self.started = asyncio.Event()  # for tests: the process is running
         self.ready = asyncio.Event()  # ... and has said it is ready to send
 
     def wake(self) -> None:
@@ -81,7 +80,6 @@ class SenderProcess:
         while not stopping.is_set():
             restarts.started()
             self.proc = proc = await self._start()
-            self.started.set()
             log.info("sender_process_started", pid=proc.pid)
             if await said_ready(proc):
                 self.ready.set()
@@ -91,7 +89,6 @@ class SenderProcess:
             if not exited.done():  # we are stopping: the sender finishes the mail in hand
                 if await terminate(proc, exited, STOP_WAIT):
                     log.warning("sender_process_killed", pid=proc.pid)
-            self.started.clear()
             self.ready.clear()
             self._close_pipe()
             if stopping.is_set():

@@ -15,6 +15,7 @@ from email.utils import format_datetime
 from urllib.parse import quote
 
 from maild.config import ServiceConfig
+from maild.subject import ticket_tag
 
 
 def mail_bytes(
@@ -37,7 +38,7 @@ def mail_bytes(
 ) -> bytes:
     display = f"{from_name} - {svc.name}" if from_name else svc.name
     if ticket_number is not None:
-        tag = f"[{svc.tag_word}#{ticket_number}]"
+        tag = ticket_tag(ticket_number, svc.tag_word)
         if tag not in subject:
             subject = f"{tag} {subject}"
     head: list[tuple[str, str]] = [

@@ -370,7 +370,3 @@ def sample(path: str) -> bytes:
 def _no_credentials_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-
-
-def have(cmd: str) -> bool:
-    return shutil.which(cmd) is not None

@@ -147,9 +147,12 @@ async def test_a_message_that_hangs_the_parser_is_failed_alone(state_dir, monkey
         return await real_exchange(proc, run)
 
     monkeypatch.setattr(parser, "_exchange", exchange)
-    monkeypatch.setattr(daemon, "prepare_here", None)  # never parsed in the daemon
+
+    def here(run):  # never parsed in the daemon
+        raise AssertionError(f"parsed in the daemon: {run}")
+
     try:
-        prepared = await daemon.parse_stage(parser, items)
+        prepared = await daemon.parse_stage(parser, items, here)
     finally:
         await _stop(task, stopping)
     assert [p.special for p in prepared] == [None, "failed", None, "not_a_message"]
