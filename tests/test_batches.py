@@ -90,3 +90,15 @@ def test_migrations_build_the_schema_the_models_describe(rt):
     with rt.db.engine.connect() as c:
         diff = compare_metadata(MigrationContext.configure(c), Base.metadata)
     assert diff == []
+
+
+def test_a_stored_blob_is_never_replaced_and_no_temporary_file_is_left(state_dir):
+    from maild.blobs import BlobStore
+
+    first = BlobStore(state_dir / "blobs")
+    digest = first.put(b"allegato")
+    path = first.path(digest)
+    inode = path.stat().st_ino
+    assert BlobStore(state_dir / "blobs").put(b"allegato") == digest  # another process
+    assert path.stat().st_ino == inode and path.read_bytes() == b"allegato"
+    assert [p.name for p in path.parent.iterdir()] == [digest]
